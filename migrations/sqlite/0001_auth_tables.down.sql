@@ -1,0 +1,3 @@
+DROP TABLE "groups";
+DROP TABLE "users";
+DROP TABLE "clients_auth";

@@ -1,0 +1,1 @@
+"""Authentication: client credentials, API users, passwords and tokens."""

@@ -1,0 +1,488 @@
+"""Configuration: the settings table, TOML + environment parsing, and every refuse-to-start rule.
+
+Each setting is declared once in `SETTINGS`; parsing, defaults, the environment overrides, the example
+config and its documentation test all come from that table. Errors raise `ConfigError` naming the
+setting and what to change; `rportd.cli` prints it on one line and exits 1 before any port is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "SETTINGS",
+    "Setting",
+    "Config",
+    "ServerConfig",
+    "ApiConfig",
+    "LoggingConfig",
+    "DatabaseConfig",
+    "PortRange",
+    "load_config",
+    "build_config",
+    "parse_duration",
+    "format_duration",
+    "parse_port_ranges",
+    "validate_identifier",
+    "example_config",
+]
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    kind: str  # str | bool | int | list | duration
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server", "address", "str", "0.0.0.0:8080", "Where agents connect (host:port)."),
+    Setting("server", "url", "str", "", "Public URL agents use; defaults to http://<address>."),
+    Setting("server", "key_seed", "str", "",
+            "Seed for a deterministic ECDSA host key (same key as rport for the same seed). "
+            "Empty: a key is generated once and kept in data_dir."),
+    Setting("server", "auth", "str", "", "A single client credential, \"clientAuthId:password\"."),
+    Setting("server", "auth_file", "str", "", "JSON file mapping client auth ids to passwords."),
+    Setting("server", "auth_table", "str", "",
+            "Database table of client credentials (id, password[, tenant])."),
+    Setting("server", "auth_multiuse_creds", "bool", True,
+            "Whether one credential may be used by several clients."),
+    Setting("server", "equate_clientauthid_clientid", "bool", False,
+            "Use the client auth id as the client id (needs auth_multiuse_creds = false)."),
+    Setting("server", "auth_write", "bool", True,
+            "Whether client credentials may be changed through the API."),
+    Setting("server", "excluded_ports", "list", ["1-1024"],
+            "Ports never given to tunnels (single ports or ranges)."),
+    Setting("server", "used_ports", "list", ["20000-30000"],
+            "Ports from which random tunnel ports are taken."),
+    Setting("server", "data_dir", "str", "/var/lib/rportd",
+            "Directory for the host key and the embedded SQLite database."),
+    Setting("server", "keep_lost_clients", "duration", "1h",
+            "How long a disconnected client is kept (0 or 1s..168h)."),
+    Setting("server", "max_request_bytes", "int", 2048,
+            "Largest request an agent may send (new_connection payload)."),
+    Setting("server", "check_port_timeout", "duration", "2s",
+            "How long an agent may take to check a tunnel's remote port (at most 1m)."),
+    Setting("server", "max_concurrent_handshakes", "int", 32,
+            "SSH handshakes run at once; more wait, so a reconnect storm cannot starve the API."),
+    Setting("server", "allow_root", "bool", False, "Allow running as root."),
+    Setting("server", "multi_tenancy", "bool", False,
+            "Isolate clients and users by the tenant column of the auth tables."),
+    Setting("api", "address", "str", "", "Where the REST API listens (host:port); empty: no API."),
+    Setting("api", "auth", "str", "", "A single API user, \"user:password\"."),
+    Setting("api", "auth_file", "str", "", "JSON file of API users (username, bcrypt password, groups)."),
+    Setting("api", "auth_user_table", "str", "", "Database table of API users."),
+    Setting("api", "auth_group_table", "str", "", "Database table of API user groups."),
+    Setting("api", "jwt_secret", "str", "", "Secret for API tokens; empty: generated, kept in data_dir."),
+    Setting("api", "doc_root", "str", "", "Directory of static files served by the API."),
+    Setting("api", "cert_file", "str", "", "TLS certificate for the API (with key_file)."),
+    Setting("api", "key_file", "str", "", "TLS key for the API (with cert_file)."),
+    Setting("api", "access_log_file", "str", "", "API access log, Combined Log Format."),
+    Setting("api", "max_request_bytes", "int", 10240, "Largest API request body."),
+    Setting("logging", "log_file", "str", "", "Log file; empty: stderr."),
+    Setting("logging", "log_level", "str", "error", "One of error, warning, info, debug."),
+    Setting("database", "db_type", "str", "", "mysql or sqlite."),
+    Setting("database", "db_host", "str", "", "MySQL server as host:port or socket:/path."),
+    Setting("database", "db_user", "str", "", "MySQL user."),
+    Setting("database", "db_password", "str", "", "MySQL password."),
+    Setting("database", "db_name", "str", "", "MySQL database name, or the SQLite file."),
+)
+
+_BY_KEY = {(s.section, s.key): s for s in SETTINGS}
+_LOG_LEVELS = ("error", "warning", "info", "debug")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class PortRange:
+    first: int
+    last: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    address: str
+    url: str
+    key_seed: str
+    auth: str
+    auth_file: str
+    auth_table: str
+    auth_multiuse_creds: bool
+    equate_clientauthid_clientid: bool
+    auth_write: bool
+    excluded_ports: tuple[PortRange, ...]
+    used_ports: tuple[PortRange, ...]
+    data_dir: Path
+    keep_lost_clients: float
+    max_request_bytes: int
+    check_port_timeout: float
+    max_concurrent_handshakes: int
+    allow_root: bool
+    multi_tenancy: bool
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    address: str
+    auth: str
+    auth_file: str
+    auth_user_table: str
+    auth_group_table: str
+    jwt_secret: str
+    doc_root: str
+    cert_file: str
+    key_file: str
+    access_log_file: str
+    max_request_bytes: int
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    log_file: str
+    log_level: str
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    db_type: str
+    db_host: str
+    db_user: str
+    db_password: str = field(repr=False)
+    db_name: str
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.db_type)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    api: ApiConfig
+    logging: LoggingConfig
+    database: DatabaseConfig
+    warnings: tuple[str, ...] = ()
+    embedded: bool = False
+
+    @property
+    def own_database(self) -> DatabaseConfig:
+        """Where rportd keeps its own tables: the configured database, else SQLite in data_dir."""
+        if self.database.configured:
+            return self.database
+        return DatabaseConfig("sqlite", "", "", "", str(self.server.data_dir / "rportd.db"))
+
+
+# ---------------------------------------------------------------- value parsing
+
+
+def parse_duration(text: str, setting: str) -> float:
+    """Parse a Go-style duration ("1h", "90m", "1h30m", "500ms", "0") into seconds."""
+    value = text.strip()
+    if value == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(value):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos == 0 or pos != len(value):
+        raise ConfigError(setting, f"{text!r} is not a duration; write it like \"5s\", \"90m\" or \"1h\"")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of parse_duration for whole seconds, as rport writes durations."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return "".join(parts) or "0s"
+
+
+def parse_port_ranges(items: list[str], setting: str) -> tuple[PortRange, ...]:
+    """Parse ["1-1024", "8080"] into port ranges, refusing anything outside 1..65535."""
+    ranges = []
+    for item in items:
+        text = str(item).strip()
+        first_text, _, last_text = text.partition("-")
+        try:
+            first = int(first_text)
+            last = int(last_text) if last_text else first
+        except ValueError:
+            raise ConfigError(setting, f"{text!r} is not a port or a range like \"1-1024\"") from None
+        if not 1 <= first <= last <= 65535:
+            raise ConfigError(setting, f"{text!r} must be ports 1..65535, low-high")
+        ranges.append(PortRange(first, last))
+    return tuple(ranges)
+
+
+def validate_identifier(name: str, setting: str) -> str:
+    """Table names are interpolated into SQL, so only plain identifiers are allowed."""
+    if not _IDENTIFIER.match(name):
+        raise ConfigError(setting, f"{name!r} is not a plain SQL identifier (letters, digits, _)")
+    return name
+
+
+def _coerce(setting: Setting, value: Any, name: str) -> Any:
+    kind = setting.kind
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(name, f"{value!r} is not true or false")
+    if kind == "int":
+        if isinstance(value, bool):
+            raise ConfigError(name, f"{value!r} is not a whole number")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"{value!r} is not a whole number") from None
+    if kind == "list":
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [str(part) for part in value]
+        raise ConfigError(name, f"{value!r} is not a list like ['1-1024']")
+    if not isinstance(value, str):
+        raise ConfigError(name, f"{value!r} must be a string")
+    return value
+
+
+def _raw_values(
+    document: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[tuple[str, str], Any], list[str]]:
+    """Merge defaults, the TOML document and RPORTD_<SECTION>_<KEY> variables; collect warnings."""
+    values: dict[tuple[str, str], Any] = {k: s.default for k, s in _BY_KEY.items()}
+    warnings = []
+    for section, body in document.items():
+        if not isinstance(body, Mapping):
+            warnings.append(f"unknown top-level key {section!r} ignored")
+            continue
+        for key, value in body.items():
+            if (section, key) not in _BY_KEY:
+                warnings.append(f"unknown setting [{section}] {key} ignored")
+                continue
+            values[(section, key)] = _coerce(_BY_KEY[(section, key)], value, f"[{section}] {key}")
+    for (section, key), setting in _BY_KEY.items():
+        env = f"RPORTD_{section.upper()}_{key.upper()}"
+        if env in environ:
+            values[(section, key)] = _coerce(setting, environ[env], env)
+    return values, warnings
+
+
+# ---------------------------------------------------------------- building and rules
+
+
+def _check_credential_pair(text: str, setting: str) -> None:
+    if text and (":" not in text or not text.split(":", 1)[0] or not text.split(":", 1)[1]):
+        raise ConfigError(setting, "must be \"id:password\" with neither part empty")
+
+
+def _check_duration_bounds(server: ServerConfig) -> None:
+    keep = server.keep_lost_clients
+    if keep != 0 and not 1 <= keep <= 168 * 3600:
+        raise ConfigError("[server] keep_lost_clients", "must be 0 or between 1s and 168h")
+    if server.check_port_timeout > 60:
+        raise ConfigError("[server] check_port_timeout", "must be at most 1m")
+    if server.check_port_timeout <= 0:
+        raise ConfigError("[server] check_port_timeout", "must be more than 0s")
+
+
+def _check_sources(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> None:
+    client_sources = [k for k in ("auth", "auth_file", "auth_table") if getattr(server, k)]
+    if len(client_sources) > 1:
+        raise ConfigError("[server] " + ", ".join(client_sources),
+                          "set only one client auth source")
+    if api.auth_file and api.auth:
+        raise ConfigError("[api] auth, auth_file", "set only one API user auth source")
+    if (api.auth or api.auth_file) and (api.auth_user_table or api.auth_group_table):
+        which = "auth" if api.auth else "auth_file"
+        raise ConfigError(f"[api] {which}, auth_user_table",
+                          "set only one API user auth source")
+    if api.auth_user_table and not api.auth_group_table:
+        raise ConfigError("[api] auth_group_table", "is required when auth_user_table is set")
+    if api.auth_group_table and not api.auth_user_table:
+        raise ConfigError("[api] auth_user_table", "is required when auth_group_table is set")
+    tables = [("[server] auth_table", server.auth_table),
+              ("[api] auth_user_table", api.auth_user_table),
+              ("[api] auth_group_table", api.auth_group_table)]
+    for setting, table in tables:
+        if table:
+            validate_identifier(table, setting)
+            if not db.configured:
+                raise ConfigError("[database] db_type",
+                                  f"{setting} needs a [database] section with db_type")
+    _check_credential_pair(server.auth, "[server] auth")
+    _check_credential_pair(api.auth, "[api] auth")
+
+
+def _check_database(db: DatabaseConfig) -> None:
+    if not db.configured:
+        return
+    if db.db_type not in ("mysql", "sqlite"):
+        raise ConfigError("[database] db_type", f"{db.db_type!r} is not \"mysql\" or \"sqlite\"")
+    if not db.db_name:
+        raise ConfigError("[database] db_name", "is required (database name, or SQLite file)")
+    if db.db_type == "mysql" and db.db_host and not db.db_host.startswith("socket:"):
+        host, _, port = db.db_host.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError("[database] db_host", "must be host:port or socket:/path")
+
+
+def _check_tenancy(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> None:
+    if not server.multi_tenancy:
+        return
+    missing = [name for name, value in (("[server] auth_table", server.auth_table),
+                                        ("[api] auth_user_table", api.auth_user_table),
+                                        ("[api] auth_group_table", api.auth_group_table))
+               if not value]
+    if missing:
+        raise ConfigError(", ".join(missing),
+                          "multi_tenancy = true needs auth_table, auth_user_table and "
+                          "auth_group_table (each with a tenant column); set them or turn "
+                          "multi_tenancy off")
+    if not db.configured:
+        raise ConfigError("[database] db_type", "multi_tenancy = true needs a [database]")
+
+
+def _check_misc(server: ServerConfig, api: ApiConfig, log: LoggingConfig) -> None:
+    if bool(api.cert_file) != bool(api.key_file):
+        missing = "key_file" if api.cert_file else "cert_file"
+        raise ConfigError(f"[api] {missing}", "cert_file and key_file must be set together")
+    if api.doc_root and not api.address:
+        raise ConfigError("[api] doc_root", "needs [api] address to be set")
+    if log.log_level not in _LOG_LEVELS:
+        raise ConfigError("[logging] log_level",
+                          f"{log.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    if server.max_request_bytes < 128:
+        raise ConfigError("[server] max_request_bytes", "must be at least 128")
+    if server.max_concurrent_handshakes < 1:
+        raise ConfigError("[server] max_concurrent_handshakes", "must be at least 1")
+    _check_address(server.address, "[server] address")
+    if api.address:
+        _check_address(api.address, "[api] address")
+
+
+def _check_address(address: str, setting: str) -> None:
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(setting, f"{address!r} must be host:port")
+
+
+def _check_root(server: ServerConfig, embedded: bool) -> None:
+    if embedded or server.allow_root:
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        raise ConfigError("[server] allow_root",
+                          "refusing to run as root; run as an unprivileged user or set "
+                          "allow_root = true")
+
+
+def build_config(
+    document: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    embedded: bool = False,
+) -> Config:
+    """Turn a parsed TOML document (plus environment overrides) into a checked, frozen Config."""
+    env = os.environ if environ is None else environ
+    try:
+        return _build(document, env, embedded)
+    except ConfigError as exc:
+        raise _name_environment_source(exc, env) from None
+
+
+def _name_environment_source(exc: ConfigError, environ: Mapping[str, str]) -> ConfigError:
+    """When the bad value came from RPORTD_<SECTION>_<KEY>, say so: the file may look fine."""
+    match = re.match(r"^\[(\w+)\] (\w+)$", exc.setting)
+    if match:
+        env = f"RPORTD_{match.group(1).upper()}_{match.group(2).upper()}"
+        if env in environ:
+            return ConfigError(f"{exc.setting} (set by {env})", exc.message)
+    return exc
+
+
+def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bool) -> Config:
+    values, warnings = _raw_values(document, environ)
+
+    def section(name: str) -> dict[str, Any]:
+        return {k: v for (s, k), v in values.items() if s == name}
+
+    raw_server = section("server")
+    raw_server["excluded_ports"] = parse_port_ranges(raw_server["excluded_ports"],
+                                                     "[server] excluded_ports")
+    raw_server["used_ports"] = parse_port_ranges(raw_server["used_ports"], "[server] used_ports")
+    raw_server["data_dir"] = Path(raw_server["data_dir"])
+    for key in ("keep_lost_clients", "check_port_timeout"):
+        raw_server[key] = parse_duration(raw_server[key], f"[server] {key}")
+    server = ServerConfig(**raw_server)
+    api = ApiConfig(**section("api"))
+    log = LoggingConfig(**section("logging"))
+    db = DatabaseConfig(**section("database"))
+    _check_duration_bounds(server)
+    _check_database(db)
+    _check_sources(server, api, db)
+    _check_tenancy(server, api, db)
+    _check_misc(server, api, log)
+    _check_root(server, embedded)
+    return Config(server, api, log, db, tuple(warnings), embedded)
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check a TOML config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("-c", f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("-c", f"{str(path)!r} is not valid TOML: {exc}") from None
+    return build_config(document, environ)
+
+
+def _toml_literal(setting: Setting) -> str:
+    value = setting.default
+    if setting.kind == "bool":
+        return "true" if value else "false"
+    if setting.kind == "int":
+        return str(value)
+    if setting.kind == "list":
+        return "[" + ", ".join(f"'{v}'" for v in value) + "]"
+    return f'"{value}"'
+
+
+def example_config() -> str:
+    """rportd.example.conf: every setting, commented out, with its default and help."""
+    lines = ["# rportd configuration. Every key with its default; uncomment to change.",
+             "# Each key can also be set by the environment: RPORTD_<SECTION>_<KEY>, e.g.",
+             "# RPORTD_SERVER_ADDRESS=0.0.0.0:9090.", ""]
+    section = ""
+    for setting in SETTINGS:
+        if setting.section != section:
+            section = setting.section
+            lines += ["", f"[{section}]"]
+        lines.append(f"  ## {setting.help}")
+        lines.append(f"  #{setting.key} = {_toml_literal(setting)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(example_config(), end="")

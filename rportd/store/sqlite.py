@@ -1,0 +1,95 @@
+"""SQLite backend (aiosqlite, WAL): the embedded default and an operator's sqlite database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ..errors import StoreError
+from .base import Row, Store, Transaction
+
+__all__ = ["SQLiteStore"]
+
+
+class _SQLiteTransaction(Transaction):
+    def __init__(self, db: aiosqlite.Connection):
+        self._db = db
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cursor = await self._db.execute(sql, params)
+        return cursor.rowcount
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._db.execute(sql, params) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+
+class SQLiteStore(Store):
+    dialect = "sqlite"
+
+    def __init__(self, db: aiosqlite.Connection):
+        self._db = db
+        # One connection serialises writers; the lock keeps a transaction's statements together.
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str) -> SQLiteStore:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute("PRAGMA foreign_keys=ON")
+        except (OSError, aiosqlite.Error) as exc:
+            raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
+        return cls(db)
+
+    def quote(self, identifier: str) -> str:
+        return '"' + identifier.replace('"', '""') + '"'
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            async with self._db.execute(sql, params) as cursor:
+                return [tuple(row) for row in await cursor.fetchall()]
+        except aiosqlite.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                yield _SQLiteTransaction(self._db)
+                await self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+                if isinstance(exc, aiosqlite.Error):
+                    raise StoreError(str(exc)) from exc
+                raise
+
+    async def executescript(self, script: str) -> None:
+        """Run a migration file inside one transaction (SQLite DDL is transactional)."""
+        async with self._lock:
+            try:
+                await self._db.executescript("BEGIN;\n" + script + "\nCOMMIT;")
+            except aiosqlite.Error as exc:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+                raise StoreError(str(exc)) from exc
+
+    async def table_columns(self, table: str) -> list[str] | None:
+        rows = await self.fetchall(f"PRAGMA table_info({self.quote(table)})")
+        return [str(row[1]) for row in rows] or None
+
+    async def close(self) -> None:
+        await self._db.close()
