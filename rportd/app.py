@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
+from .agents.hostkey import derive_key_from_seed, fingerprint, load_or_create_host_key
+from .agents.listener import build_agent_app
+from .agents.session import AgentServices
+from .agents.tunnels import PortPool
+from .auth.clients import client_auth_from_config
 from .config import Config
+from .registry import Registry
 from .store import Store
+from .tenancy import ALL_TENANTS
 
 __all__ = ["Runtime"]
 
@@ -27,6 +37,14 @@ class Runtime:
         self.config = config
         self.store = store
         self._runners: list[web.AppRunner] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        server = config.server
+        self.registry = Registry(store, server.keep_lost_clients)
+        self.host_key = (derive_key_from_seed(server.key_seed) if server.key_seed
+                         else load_or_create_host_key(server.data_dir))
+        self.fingerprint = fingerprint(self.host_key)
+        self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
+                                    PortPool(server.used_ports, server.excluded_ports))
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -45,12 +63,35 @@ class Runtime:
         log.info("listening on %s", address)
 
     async def start(self) -> None:
+        await self.registry.load()
+        if self.agents.client_auth is None:
+            log.warning("no client auth source is set ([server] auth, auth_file or auth_table): "
+                        "no agent can log in")
+        await self._listen(build_agent_app(self.agents, self.host_key), self.config.server.address)
+        log.info("host key fingerprint %s", self.fingerprint)
+        self._spawn(self._expire_lost_clients())
         if self.config.api.address:
             from .api.app import build_api
 
             await self._listen(build_api(self), self.config.api.address)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _expire_lost_clients(self) -> None:
+        interval = min(60.0, max(1.0, self.config.server.keep_lost_clients / 10))
+        while True:
+            await asyncio.sleep(interval)
+            await self.registry.expire()
+
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for record in self.registry.list(ALL_TENANTS):
+            if record.session is not None:
+                record.session.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -1,0 +1,98 @@
+"""The agent port: aiohttp accepts `rport-v1` WebSocket upgrades on any path and runs SSH inside.
+
+Anything that is not an upgrade with `Sec-WebSocket-Protocol: rport-v1` gets 404 with an empty
+body, as rport answers. A semaphore bounds concurrent SSH handshakes so a reconnect storm cannot
+starve the API; agents beyond it wait in line, already upgraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+
+import asyncssh
+from aiohttp import WSMsgType, web
+
+from ..wire.websocket import WebSocketTransport
+from .session import AgentServices, AgentSession, RportServerConnection
+
+__all__ = ["build_agent_app", "AGENT_SERVICES"]
+
+log = logging.getLogger("rportd.agents")
+
+AGENT_SERVICES: web.AppKey[AgentServices] = web.AppKey("agent_services")
+_OPTIONS: web.AppKey[asyncssh.SSHServerConnectionOptions] = web.AppKey("ssh_options")
+_HANDSHAKES: web.AppKey[asyncio.Semaphore] = web.AppKey("handshakes")
+_LOGIN_TIMEOUT = 30.0
+
+
+def _is_rport_upgrade(request: web.Request) -> bool:
+    return (request.headers.get("Upgrade", "").strip().lower() == "websocket"
+            and request.headers.get("Sec-WebSocket-Protocol", "") == "rport-v1")
+
+
+async def handle_agent(request: web.Request) -> web.StreamResponse:
+    if not _is_rport_upgrade(request):
+        protocol = request.headers.get("Sec-WebSocket-Protocol", "")
+        if protocol.startswith("rport-"):
+            log.info("ignored client connection using protocol %r", protocol)
+        return web.Response(status=404, body=b"")
+    ws = web.WebSocketResponse(protocols=("rport-v1",), autoping=True, max_msg_size=0,
+                               compress=False)
+    if not ws.can_prepare(request).ok:
+        return web.Response(status=404, body=b"")
+    await ws.prepare(request)
+    assert request.transport is not None
+    peer = request.remote or ""
+    transport = WebSocketTransport(request.transport, mask=False)
+    await _run_ssh(request.app, ws, transport, peer)
+    return ws
+
+
+async def _run_ssh(app: web.Application, ws: web.WebSocketResponse,
+                   transport: WebSocketTransport, peer: str) -> None:
+    services = app[AGENT_SERVICES]
+    auth_done = asyncio.Event()
+    options = copy.copy(app[_OPTIONS])  # shared settings; only the session factory differs
+    options.protocol_factory = lambda: AgentSession(services, peer, auth_done)
+    reader: asyncio.Task[None] | None = None
+    try:
+        async with app[_HANDSHAKES]:
+            conn = RportServerConnection(asyncio.get_running_loop(), options)
+            transport.attach(conn)
+            reader = asyncio.create_task(_pump(ws, transport))
+            waiter = asyncio.create_task(auth_done.wait())
+            await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        await reader
+    finally:
+        if reader is not None:
+            reader.cancel()
+        transport.lost(None)
+
+
+async def _pump(ws: web.WebSocketResponse, transport: WebSocketTransport) -> None:
+    """Feed every WebSocket message into SSH, ignoring boundaries; stop reading while SSH is
+    paused, which lets aiohttp stop reading the socket (backpressure to the agent)."""
+    while True:
+        await transport.reading_allowed()
+        msg = await ws.receive()
+        if msg.type == WSMsgType.BINARY:
+            transport.feed(msg.data)
+        elif msg.type == WSMsgType.TEXT:
+            transport.feed(msg.data.encode())
+        else:  # CLOSE, CLOSED, ERROR (garbage after the upgrade lands here)
+            return
+
+
+def build_agent_app(services: AgentServices, host_key: asyncssh.SSHKey) -> web.Application:
+    app = web.Application(client_max_size=services.config.server.max_request_bytes)
+    app[AGENT_SERVICES] = services
+    app[_OPTIONS] = asyncssh.SSHServerConnectionOptions(
+        server_host_keys=[host_key], login_timeout=_LOGIN_TIMEOUT, keepalive_interval=0,
+        allow_scp=False, agent_forwarding=False, x11_forwarding=False,
+        server_factory=lambda: None)
+    app[_HANDSHAKES] = asyncio.Semaphore(services.config.server.max_concurrent_handshakes)
+    app.router.add_route("*", "/{tail:.*}", handle_agent)
+    return app

@@ -1,0 +1,326 @@
+"""One connected agent: SSH authentication, the rport-v1 requests, and its live tunnels.
+
+Data flow: auth (credential + tenant) -> `new_connection` -> registry -> tunnels. Every SSH hook
+denies unless a rule here allows it: the agent may not open channels, only password auth exists,
+and nothing but `new_connection`, `ping` and `cmd_result` is understood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+from asyncssh.connection import SSHServerConnection
+from asyncssh.packet import SSHPacket
+
+from ..auth.clients import ClientAuth, ClientCredential
+from ..config import Config
+from ..errors import RportdError
+from ..registry import ClientRecord, IdTaken, Registry
+from ..wire.pipe import Pipe
+from ..wire.ssh import (
+    SERVER_VERSION,
+    RportVersionMixin,
+    open_rport_channel,
+    reply_global,
+    send_global_request,
+)
+from .tunnels import PortPool, Remote, Tunnel, TunnelError
+
+__all__ = ["AgentServices", "AgentSession", "RportServerConnection", "REGISTRATION_TIMEOUT"]
+
+log = logging.getLogger("rportd.agents")
+
+REGISTRATION_TIMEOUT = 10.0
+_LIST_FIELDS = {"IPv4": "ipv4", "IPv6": "ipv6", "Tags": "tags"}
+_TEXT_FIELDS = {"Name": "name", "OS": "os", "OSArch": "os_arch", "OSFamily": "os_family",
+                "OSKernel": "os_kernel", "Hostname": "hostname", "Version": "version"}
+
+
+@dataclass
+class AgentServices:
+    """What every session shares: config, registry, credentials, the port pool."""
+
+    config: Config
+    registry: Registry
+    client_auth: ClientAuth | None
+    ports: PortPool
+
+    ports_in_use: set[int] = field(default_factory=set)  # lports of every live tunnel
+
+
+class RportServerConnection(RportVersionMixin, SSHServerConnection):
+    """asyncssh's server connection speaking rport-v1's banner and global requests."""
+
+    rport_version = SERVER_VERSION
+
+    def _process_new_connection_global_request(self, packet: SSHPacket) -> None:
+        self._owner.on_new_connection(bytes(packet.get_remaining_payload()))
+
+    def _process_ping_global_request(self, packet: SSHPacket) -> None:
+        self._owner.on_ping()
+
+    def _process_cmd_result_global_request(self, packet: SSHPacket) -> None:
+        self._owner.on_cmd_result(bytes(packet.get_remaining_payload()))
+
+
+class AgentSession(asyncssh.SSHServer):
+    """The SSHServer for one agent connection (asyncssh calls the hooks below)."""
+
+    def __init__(self, services: AgentServices, address: str, on_auth_done: asyncio.Event):
+        self._services = services
+        self._address = address
+        self._on_auth_done = on_auth_done
+        self._conn: SSHServerConnection | None = None
+        self.credential: ClientCredential | None = None
+        self.record: ClientRecord | None = None
+        self.tunnels: dict[str, Tunnel] = {}
+        self._registering = False
+        self._timeout: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ asyncssh hooks
+    def connection_made(self, conn: SSHServerConnection) -> None:  # type: ignore[override]
+        self._conn = conn
+
+    def begin_auth(self, username: str) -> bool:
+        """Called at the start of auth; True: authentication is required (always)."""
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    async def validate_password(self, username: str, password: str) -> bool:  # type: ignore[override]
+        """Awaitable; the username is the client auth id. False on any doubt."""
+        auth = self._services.client_auth
+        credential = await auth.authenticate(username, password) if auth else None
+        if credential is None:
+            log.info("agent %s: authentication failed for %r", self._address, username)
+            return False
+        if not self._services.config.server.multi_tenancy:
+            credential = ClientCredential(credential.id, "")
+        self.credential = credential
+        return True
+
+    def auth_completed(self) -> None:
+        self._on_auth_done.set()
+        loop = asyncio.get_running_loop()
+        self._timeout = loop.call_later(REGISTRATION_TIMEOUT, self._registration_overdue)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_auth_done.set()
+        if self._timeout:
+            self._timeout.cancel()
+        asyncio.get_running_loop().create_task(self._cleanup())
+
+    # ------------------------------------------------------------------ rport-v1 requests
+    def on_new_connection(self, payload: bytes) -> None:
+        if self._registering or self.record is not None:
+            self._reply(False, "client already sent its connection request")
+            return
+        limit = self._services.config.server.max_request_bytes
+        if len(payload) > limit:
+            self._refuse(f"invalid connection request: larger than {limit} bytes")
+            return
+        try:
+            request = json.loads(payload)
+            if not isinstance(request, dict):
+                raise ValueError("not a JSON object")
+            details, remotes = _parse_request(request, self._address)
+        except (ValueError, RportdError) as exc:
+            self._refuse(f"invalid connection request: {exc}")
+            return
+        self._registering = True
+        client_id = str(request.get("ID") or "")
+        asyncio.get_running_loop().create_task(self._register(client_id, details, remotes))
+
+    def on_ping(self) -> None:
+        if self.record is None:
+            self._reply(False, "expecting connection request")
+        else:
+            self._reply(True)
+
+    def on_cmd_result(self, payload: bytes) -> None:
+        # Commands are not part of rportd yet; the result is acknowledged and dropped.
+        log.info("agent %s: ignoring cmd_result (%d bytes)", self._address, len(payload))
+        reply_global(self._require_conn(), True)
+
+    def _reply(self, ok: bool, text: str = "", payload: bytes | None = None) -> None:
+        reply_global(self._require_conn(), ok, payload if payload is not None else text.encode())
+
+    def _refuse(self, text: str) -> None:
+        """Fail the connection request with rport's text, then hang up (the client exits)."""
+        self._reply(False, text)
+        self._require_conn().close()
+
+    def _require_conn(self) -> SSHServerConnection:
+        assert self._conn is not None
+        return self._conn
+
+    def _registration_overdue(self) -> None:
+        if self.record is None and not self._registering and self._conn is not None:
+            log.info("agent %s: no connection request within %ss; closing", self._address,
+                     REGISTRATION_TIMEOUT)
+            self._conn.close()
+
+    async def _register(self, client_id: str, details: dict[str, Any],
+                        remotes: list[Remote]) -> None:
+        assert self.credential is not None
+        server = self._services.config.server
+        tenant = self.credential.tenant
+        if not client_id:
+            client_id = self._default_client_id(details)
+        try:
+            record = await self._services.registry.connect(
+                tenant, client_id, self.credential.id, details, self, server.auth_multiuse_creds)
+        except IdTaken as exc:
+            log.info("agent %s: %s", self._address, exc.detail)
+            self._refuse(exc.detail)
+            return
+        self.record = record
+        try:
+            tunnels = await self._establish(remotes, record)
+        except RportdError as exc:
+            self._refuse(f"can't create tunnel: {exc.detail}")
+            return
+        log.info("client %s connected (tenant %r, auth id %r) from %s", client_id, tenant,
+                 self.credential.id, self._address)
+        self._reply(True, payload=json.dumps([t.remote.to_json() for t in tunnels]).encode())
+
+    def _default_client_id(self, details: dict[str, Any]) -> str:
+        assert self.credential is not None
+        server = self._services.config.server
+        if server.equate_clientauthid_clientid and not server.auth_multiuse_creds:
+            return self.credential.id
+        # Stable across reconnects of the same machine, so its tunnels come back.
+        seed = f"{self.credential.id}|{details.get('hostname', '')}|{details.get('name', '')}"
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, "rportd:" + seed))
+
+    async def _establish(self, requested: list[Remote], record: ClientRecord) -> list[Tunnel]:
+        """Set up the tunnels asked for now, then bring back the ones the client had before."""
+        previous = [Remote.from_json(t) for t in record.tunnels]
+        record.tunnels = []
+        made = [await self.add_tunnel(remote, check=False, persist=False) for remote in requested]
+        wanted = {(r.rhost, r.rport, r.lport) for r in requested}
+        for remote in previous:
+            if (remote.rhost, remote.rport, remote.lport) in wanted:
+                continue
+            try:
+                made.append(await self.add_tunnel(remote, check=False, persist=False))
+            except RportdError as exc:
+                log.warning("client %s: tunnel %s:%s not re-established: %s", record.id,
+                            remote.lhost, remote.lport, exc.detail)
+        await self._services.registry.save_tunnels(record)
+        return made
+
+    async def _cleanup(self) -> None:
+        for tunnel in list(self.tunnels.values()):
+            await self._close_tunnel(tunnel)
+        self.tunnels.clear()
+        if self.record is not None:
+            await self._services.registry.disconnect(self.record, self)
+            log.info("client %s disconnected", self.record.id)
+
+    # ------------------------------------------------------------------ internal interface
+    async def check_port(self, host_port: str) -> tuple[bool, str]:
+        """Ask the agent whether it can reach host:port (rport's check_port request)."""
+        timeout = self._services.config.server.check_port_timeout
+        payload = json.dumps({"HostPort": host_port, "Timeout": int(timeout * 1e9)}).encode()
+        try:
+            ok, reply = await asyncio.wait_for(
+                send_global_request(self._require_conn(), "check_port", payload), timeout + 5)
+        except TimeoutError:
+            return False, "the client did not answer the port check"
+        if not ok:
+            return False, reply.decode("utf-8", "replace")
+        try:
+            answer = json.loads(reply)
+            return bool(answer.get("Open")), str(answer.get("ErrMsg") or "")
+        except (ValueError, AttributeError):
+            return False, "the client sent an unreadable port check reply"
+
+    async def add_tunnel(self, remote: Remote, *, check: bool = True,
+                         persist: bool = True) -> Tunnel:
+        """Listen for `remote` and forward accepted connections to the agent."""
+        assert self.record is not None
+        target = f"{remote.rhost or '127.0.0.1'}:{remote.rport}"
+        if check:
+            is_open, why = await self.check_port(target)
+            if not is_open:
+                raise TunnelError(f"remote {target} is not reachable from the client: {why}",
+                                  code="ERR_CODE_REMOTE_PORT_CLOSED")
+        remote = Remote(**{**remote.__dict__})
+        remote.rhost = remote.rhost or "127.0.0.1"
+        tunnel = await self._listen(remote)
+        self.tunnels[tunnel.id] = tunnel
+        self._services.ports_in_use.add(int(tunnel.remote.lport))
+        self.record.tunnels.append(tunnel.to_json())
+        if persist:
+            await self._services.registry.save_tunnels(self.record)
+        return tunnel
+
+    async def _listen(self, remote: Remote) -> Tunnel:
+        tunnel_id = str(1 + max((int(t) for t in self.tunnels if t.isdigit()), default=0))
+        for taken in self.tunnels.values():
+            if remote.lport and taken.remote.lport == remote.lport:
+                raise TunnelError(f"local port {remote.lport} is already used by tunnel {taken.id}",
+                                  code="ERR_CODE_LOCAL_PORT_IN_USE")
+        if remote.lport and not remote.lport_random:
+            tunnel = Tunnel(tunnel_id, remote)
+            await tunnel.listen(self.open_channel)
+            return tunnel
+        remote.lhost, remote.lport_random = remote.lhost or "0.0.0.0", True
+        for port in self._services.ports.candidates(self._services.ports_in_use)[:50]:
+            remote.lport = str(port)
+            tunnel = Tunnel(tunnel_id, remote)
+            try:
+                await tunnel.listen(self.open_channel)
+                return tunnel
+            except TunnelError:
+                continue  # busy: try another
+        raise TunnelError("no free port left in used_ports", code="ERR_CODE_NO_FREE_PORT")
+
+    async def remove_tunnel(self, tunnel_id: str) -> bool:
+        tunnel = self.tunnels.pop(tunnel_id, None)
+        if tunnel is None:
+            return False
+        await self._close_tunnel(tunnel)
+        assert self.record is not None
+        self.record.tunnels = [t for t in self.record.tunnels if t.get("id") != tunnel_id]
+        await self._services.registry.save_tunnels(self.record)
+        return True
+
+    async def _close_tunnel(self, tunnel: Tunnel) -> None:
+        self._services.ports_in_use.discard(int(tunnel.remote.lport))
+        await tunnel.close()
+
+    async def open_channel(self, target: str, pipe: Pipe) -> None:
+        await open_rport_channel(self._require_conn(), target, pipe.channel_session())
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _parse_request(request: dict[str, Any], address: str) -> tuple[dict[str, Any], list[Remote]]:
+    details: dict[str, Any] = {"address": address}
+    for key, name in _TEXT_FIELDS.items():
+        value = request.get(key) or ""
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string")
+        details[name] = value
+    for key, name in _LIST_FIELDS.items():
+        value = request.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key} must be a list of strings")
+        details[name] = value
+    if not isinstance(request.get("ID") or "", str):
+        raise ValueError("ID must be a string")
+    remotes = request.get("Remotes") or []
+    if not isinstance(remotes, list):
+        raise ValueError("Remotes must be a list")
+    return details, [Remote.from_json(r) for r in remotes]

@@ -1,0 +1,127 @@
+"""Client credentials: who may connect as an agent, and in which tenant.
+
+Sources, as rport: `auth` (one id:password), `auth_file` (JSON map, re-read when it changes),
+`auth_table` (read on every connect, so credential changes need no restart). Passwords may be
+plaintext (constant-time compare) or bcrypt; bcrypt runs off the event loop, with a cache so a
+reconnect storm does not cost one bcrypt per agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..errors import ConfigError
+from ..store import Store
+from ..tenancy import normalize_tenant
+from .passwords import VerifyCache
+
+__all__ = ["ClientCredential", "ClientAuth", "SingleClientAuth", "FileClientAuth",
+           "TableClientAuth", "client_auth_from_config"]
+
+
+@dataclass(frozen=True)
+class ClientCredential:
+    """An authenticated agent login. `tenant` is '' when the client is orphaned or when
+    multi_tenancy is off."""
+
+    id: str
+    tenant: str
+
+
+class ClientAuth:
+    """Base: look up the stored password (and tenant) for an id and verify it."""
+
+    writable = False
+
+    def __init__(self) -> None:
+        self._cache = VerifyCache()
+
+    async def _lookup(self, auth_id: str) -> tuple[str, str] | None:
+        raise NotImplementedError
+
+    async def authenticate(self, auth_id: str, password: str) -> ClientCredential | None:
+        found = await self._lookup(auth_id)
+        if found is None:
+            return None
+        stored, tenant = found
+        if not await self._cache.verify(password, stored):
+            return None
+        return ClientCredential(auth_id, tenant)
+
+
+class SingleClientAuth(ClientAuth):
+    def __init__(self, auth: str):
+        super().__init__()
+        self._id, _, self._password = auth.partition(":")
+
+    async def _lookup(self, auth_id: str) -> tuple[str, str] | None:
+        return (self._password, "") if auth_id == self._id else None
+
+
+class FileClientAuth(ClientAuth):
+    """A JSON object {"id": "password", ...}; re-read (off the loop) when its mtime changes."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = Path(path)
+        self._mtime = -1.0
+        self._entries: dict[str, str] = {}
+
+    def _read(self) -> tuple[float, dict[str, str]]:
+        mtime = os.stat(self._path).st_mtime
+        if mtime == self._mtime:
+            return mtime, self._entries
+        data = json.loads(self._path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ConfigError("[server] auth_file",
+                              f"{str(self._path)!r} must be a JSON object of id: password")
+        return mtime, data
+
+    async def load(self) -> None:
+        try:
+            self._mtime, self._entries = await asyncio.to_thread(self._read)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("[server] auth_file", f"cannot read {str(self._path)!r}: {exc}") from None
+
+    async def _lookup(self, auth_id: str) -> tuple[str, str] | None:
+        try:
+            await self.load()
+        except ConfigError:
+            pass  # keep serving the last good file; the error was logged at start
+        stored = self._entries.get(auth_id)
+        return None if stored is None else (stored, "")
+
+
+class TableClientAuth(ClientAuth):
+    writable = True
+
+    def __init__(self, store: Store, table: str, multi_tenancy: bool):
+        super().__init__()
+        self._store = store
+        self._table = table
+        self._multi_tenancy = multi_tenancy
+        q = store.quote
+        tenant = q("tenant") if multi_tenancy else "''"
+        self._select = f"SELECT {q('password')}, {tenant} FROM {q(table)} WHERE {q('id')} = ?"
+
+    async def _lookup(self, auth_id: str) -> tuple[str, str] | None:
+        row = await self._store.fetchone(self._select, (auth_id,))
+        if row is None:
+            return None
+        return str(row[0]), normalize_tenant(row[1])
+
+
+def client_auth_from_config(config: Config, store: Store) -> ClientAuth | None:
+    server = config.server
+    if server.auth:
+        return SingleClientAuth(server.auth)
+    if server.auth_file:
+        return FileClientAuth(server.auth_file)
+    if server.auth_table:
+        return TableClientAuth(store, server.auth_table, server.multi_tenancy)
+    return None

@@ -1,0 +1,107 @@
+"""A TCP socket joined to an SSH channel with rport's semantics: when either side ends, both close.
+
+Flow control runs end to end: a full socket pauses the channel, a full channel (peer window
+exhausted) pauses the socket, so neither side buffers more than the SSH window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from asyncssh import SSHTCPChannel, SSHTCPSession
+
+__all__ = ["Pipe"]
+
+
+class Pipe:
+    """Owns one tunnel stream. `socket_protocol()` is the asyncio protocol for the TCP side,
+    `channel_session()` the asyncssh session for the channel side."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.channel: SSHTCPChannel[bytes] | None = None
+        loop = asyncio.get_running_loop()
+        self.connected: asyncio.Future[None] = loop.create_future()  # the socket side is up
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def socket_protocol(self) -> asyncio.Protocol:
+        return _SocketEnd(self)
+
+    def channel_session(self) -> SSHTCPSession[bytes]:
+        return _ChannelEnd(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if self.channel is not None:
+            self.channel.close()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _SocketEnd(asyncio.Protocol):
+    def __init__(self, pipe: Pipe):
+        self._pipe = pipe
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._pipe.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._pipe.channel is None:
+            transport.pause_reading()  # until the channel is open
+        if not self._pipe.connected.done():
+            self._pipe.connected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._pipe.channel is not None:
+            self._pipe.channel.write(data)
+
+    def eof_received(self) -> bool:
+        self._pipe.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pipe.close()
+
+    def pause_writing(self) -> None:
+        if self._pipe.channel is not None:
+            self._pipe.channel.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._pipe.channel is not None:
+            self._pipe.channel.resume_reading()
+
+
+class _ChannelEnd(SSHTCPSession[bytes]):
+    def __init__(self, pipe: Pipe):
+        self._pipe = pipe
+
+    def connection_made(self, chan: Any) -> None:
+        self._pipe.channel = chan
+
+    def session_started(self) -> None:
+        if self._pipe.transport is not None:
+            self._pipe.transport.resume_reading()
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        if self._pipe.transport is not None:
+            self._pipe.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self._pipe.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pipe.close()
+
+    def pause_writing(self) -> None:
+        if self._pipe.transport is not None:
+            self._pipe.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._pipe.transport is not None:
+            self._pipe.transport.resume_reading()

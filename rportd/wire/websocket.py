@@ -1,0 +1,200 @@
+"""SSH over a WebSocket: frame codec and the asyncio Transport that asyncssh runs on.
+
+rport-v1 carries one SSH byte stream inside a WebSocket: every write is one binary message, and
+reads ignore message boundaries. `WebSocketTransport` gives asyncssh an ordinary Transport whose
+writes become frames on the raw socket (no copy beyond the frame header for the server, one masking
+pass for the client) and whose flow control reaches the raw socket in both directions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import struct
+from typing import Any
+
+from aiohttp._websocket.helpers import websocket_mask
+
+__all__ = ["WebSocketTransport", "FrameParser", "frame_header", "accept_key", "OP_BINARY",
+           "OP_CLOSE", "OP_PING", "OP_PONG", "OP_TEXT", "OP_CONT", "ProtocolViolation", "build_frame"]
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_FRAME = 16 * 1024 * 1024
+
+
+class ProtocolViolation(Exception):
+    """The peer sent bytes that are not a WebSocket frame we accept."""
+
+
+def accept_key(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+
+
+def frame_header(length: int, opcode: int = OP_BINARY, mask: bytes = b"") -> bytes:
+    mask_bit = 0x80 if mask else 0
+    first = 0x80 | opcode
+    if length < 126:
+        return struct.pack("!BB", first, mask_bit | length) + mask
+    if length < 65536:
+        return struct.pack("!BBH", first, mask_bit | 126, length) + mask
+    return struct.pack("!BBQ", first, mask_bit | 127, length) + mask
+
+
+def build_frame(payload: bytes | bytearray | memoryview, opcode: int, *, mask: bool) -> bytes:
+    """A whole frame; clients mask with a fresh random key (RFC 6455 5.3)."""
+    if not mask:
+        return frame_header(len(payload), opcode) + bytes(payload)
+    key = os.urandom(4)
+    body = bytearray(payload)
+    websocket_mask(key, body)
+    return frame_header(len(body), opcode, key) + body
+
+
+class FrameParser:
+    """Incremental parser: feed raw bytes, get (opcode, payload) for each complete frame."""
+
+    def __init__(self, expect_masked: bool):
+        self._buf = bytearray()
+        self._expect_masked = expect_masked
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buf += data
+        frames = []
+        while True:
+            frame = self._next()
+            if frame is None:
+                return frames
+            frames.append(frame)
+
+    def _next(self) -> tuple[int, bytes] | None:
+        buf = self._buf
+        if len(buf) < 2:
+            return None
+        first, second = buf[0], buf[1]
+        if first & 0x70:
+            raise ProtocolViolation("reserved bits set")
+        masked, length, pos = bool(second & 0x80), second & 0x7F, 2
+        if masked != self._expect_masked:
+            raise ProtocolViolation("unexpected masking")
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            (length,), pos = struct.unpack_from("!H", buf, 2), 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            (length,), pos = struct.unpack_from("!Q", buf, 2), 10
+        if length > _MAX_FRAME:
+            raise ProtocolViolation("frame too large")
+        end = pos + (4 if masked else 0) + length
+        if len(buf) < end:
+            return None
+        if masked:
+            mask = bytes(buf[pos:pos + 4])
+            payload = bytearray(buf[pos + 4:end])
+            websocket_mask(mask, payload)
+            data = bytes(payload)
+        else:
+            data = bytes(buf[pos:end])
+        del buf[:end]
+        return first & 0x0F, data
+
+
+class WebSocketTransport(asyncio.Transport):
+    """The Transport asyncssh sees. Writes go out as binary frames on `raw`; the owner feeds
+    received payloads through `feed`. `mask` is True on the client side (RFC 6455)."""
+
+    def __init__(self, raw: asyncio.Transport, *, mask: bool, extra: dict[str, Any] | None = None):
+        super().__init__(extra)
+        self._raw = raw
+        self._mask = mask
+        self._protocol: asyncio.Protocol | None = None
+        self._closing = False
+        self._reading_paused = False
+        self._resume_reading = asyncio.Event()
+        self._resume_reading.set()
+
+    # -- wiring
+    def attach(self, protocol: asyncio.Protocol) -> None:
+        self._protocol = protocol
+        protocol.connection_made(self)
+
+    def feed(self, data: bytes) -> None:
+        if self._protocol is not None and data:
+            self._protocol.data_received(data)
+
+    def lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._protocol is not None:
+            protocol, self._protocol = self._protocol, None
+            protocol.connection_lost(exc)
+
+    async def reading_allowed(self) -> None:
+        """The owner's read loop awaits this so a paused SSH connection stops socket reads."""
+        await self._resume_reading.wait()
+
+    # -- asyncio.Transport
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return None  # asyncssh would set socket options on it; the raw side owns those
+        value = super().get_extra_info(name, None)
+        return value if value is not None else self._raw.get_extra_info(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self._raw.is_closing():
+            return
+        if self._mask:
+            self._raw.write(build_frame(data, OP_BINARY, mask=True))
+        elif len(data) <= 1024:
+            self._raw.write(frame_header(len(data)) + bytes(data))
+        else:
+            self._raw.writelines((frame_header(len(data)), data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def is_closing(self) -> bool:
+        return self._closing or self._raw.is_closing()
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            if not self._raw.is_closing():
+                self._raw.write(build_frame(struct.pack("!H", 1000), OP_CLOSE, mask=self._mask))
+                self._raw.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._raw.abort()
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+        self._resume_reading.clear()
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        self._resume_reading.set()
+        self._raw.resume_reading()
+
+    def is_reading(self) -> bool:
+        return not self._reading_paused
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._raw.set_write_buffer_limits(high, low)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._protocol is not None
+        return self._protocol
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol  # type: ignore[assignment]
