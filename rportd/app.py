@@ -18,7 +18,6 @@ from .auth.clients import client_auth_from_config
 from .config import Config
 from .registry import Registry
 from .store import Store
-from .tenancy import ALL_TENANTS
 
 __all__ = ["Runtime"]
 
@@ -37,6 +36,7 @@ class Runtime:
         self.config = config
         self.store = store
         self._runners: list[web.AppRunner] = []
+        self._sites: list[web.TCPSite] = []
         self._tasks: set[asyncio.Task[None]] = set()
         server = config.server
         self.registry = Registry(store, server.keep_lost_clients)
@@ -54,12 +54,13 @@ class Runtime:
         await self.stop()
 
     async def _listen(self, app: web.Application, address: str, **kwargs: object) -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         self._runners.append(runner)
         host, port = _split(address)
         site = web.TCPSite(runner, host, port, **kwargs)  # type: ignore[arg-type]
         await site.start()
+        self._sites.append(site)
         log.info("listening on %s", address)
 
     async def start(self) -> None:
@@ -87,11 +88,15 @@ class Runtime:
             await self.registry.expire()
 
     async def stop(self) -> None:
+        """Stop accepting, hang up on agents (recorded as disconnected), then close listeners."""
         for task in list(self._tasks):
             task.cancel()
-        for record in self.registry.list(ALL_TENANTS):
-            if record.session is not None:
-                record.session.close()
+        for site in self._sites:
+            await site.stop()
+        self._sites.clear()
+        await self.registry.disconnect_all()  # persisted before the store closes
+        self.agents.close_pending()
+        await self.agents.wait_cleanups()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -140,6 +140,14 @@ class Registry:
         record.disconnected_at = utcnow_iso()
         await self._save(record)
 
+    async def disconnect_all(self) -> None:
+        """Shutdown: close every live session and record it as disconnected now."""
+        for record in list(self._all()):
+            session = record.session
+            if session is not None:
+                session.close()
+                await self.disconnect(record, session)
+
     # ------------------------------------------------------------------ scoped reads
     def list(self, scope: Scope) -> list[ClientRecord]:
         if scope.sees_nothing:

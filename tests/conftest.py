@@ -55,3 +55,12 @@ def mysql_execute(db: str, *statements: str) -> None:
                 cursor.execute(statement)
     finally:
         conn.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[object]]:
+    """Processes a test starts; all stopped at teardown, whatever happened."""
+    started: list[object] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()  # type: ignore[attr-defined]

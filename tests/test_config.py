@@ -205,6 +205,8 @@ def test_valid_config_starts_and_binds_both_ports(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
 
 
 def test_unknown_keys_warn_by_name() -> None:

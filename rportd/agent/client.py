@@ -28,7 +28,8 @@ from ..wire.ssh import (
 from .sysinfo import system_details
 from .websocket import ServerAddress, connect_websocket
 
-__all__ = ["AgentSettings", "run_agent", "connect_once", "AgentExit", "RetryableError"]
+__all__ = ["AgentSettings", "run_agent", "connect_once", "open_ssh", "register", "AgentExit",
+           "RetryableError"]
 
 log = logging.getLogger("rport.client")
 
@@ -149,6 +150,12 @@ class _AgentSSHClient(asyncssh.SSHClient):
 
 async def connect_once(settings: AgentSettings) -> tuple[SSHClientConnection, list[Any]]:
     """Connect, authenticate and register. Returns the connection and the tunnels set up."""
+    conn = await open_ssh(settings)
+    return conn, await register(conn, settings.request())
+
+
+async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
+    """WebSocket upgrade plus an authenticated SSH connection, not yet registered."""
     log.info("Connecting to %s", settings.server.url)
     try:
         transport = await connect_websocket(settings.server, f"rport {__version__}")
@@ -170,9 +177,17 @@ async def connect_once(settings: AgentSettings) -> tuple[SSHClientConnection, li
         await options.waiter
     except asyncssh.PermissionDenied as exc:
         raise RetryableError("Authentication failed") from exc
+    except (asyncssh.ConnectionLost, ConnectionError) as exc:
+        # The Go client exits here; a server restarting mid-handshake is worth another try.
+        raise RetryableError(f"Connection lost during the handshake: {exc}") from exc
     except (asyncssh.Error, OSError) as exc:
         raise AgentExit(f"SSH handshake failed: {exc}") from exc
-    ok, reply = await send_global_request(conn, "new_connection", settings.request())
+    return conn
+
+
+async def register(conn: SSHClientConnection, request: bytes) -> list[Any]:
+    """Send new_connection; the reply is the JSON array of tunnels the server set up."""
+    ok, reply = await send_global_request(conn, "new_connection", request)
     if not ok:
         text = reply.decode("utf-8", "replace")
         conn.close()
@@ -188,7 +203,7 @@ async def connect_once(settings: AgentSettings) -> tuple[SSHClientConnection, li
         log.info("new tunnel: %s:%s:%s:%s", tunnel.get("lhost"), tunnel.get("lport"),
                  tunnel.get("rhost"), tunnel.get("rport"))
     log.info("Connected")
-    return conn, tunnels
+    return list(tunnels)
 
 
 async def _keepalive(conn: SSHClientConnection, interval: float) -> None:

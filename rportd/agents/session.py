@@ -52,6 +52,22 @@ class AgentServices:
     ports: PortPool
 
     ports_in_use: set[int] = field(default_factory=set)  # lports of every live tunnel
+    connections: set[SSHServerConnection] = field(default_factory=set)  # incl. unregistered
+    cleanups: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def track_cleanup(self, task: asyncio.Task[None]) -> None:
+        self.cleanups.add(task)
+        task.add_done_callback(self.cleanups.discard)
+
+    async def wait_cleanups(self) -> None:
+        """Shutdown: let every lost session record itself before the store closes."""
+        if self.cleanups:
+            await asyncio.wait(set(self.cleanups), timeout=5)
+
+    def close_pending(self) -> None:
+        """Shutdown: hang up on every connection, registered or still in its handshake."""
+        for conn in list(self.connections):
+            conn.close()
 
 
 class RportServerConnection(RportVersionMixin, SSHServerConnection):
@@ -86,6 +102,7 @@ class AgentSession(asyncssh.SSHServer):
     # ------------------------------------------------------------------ asyncssh hooks
     def connection_made(self, conn: SSHServerConnection) -> None:  # type: ignore[override]
         self._conn = conn
+        self._services.connections.add(conn)
 
     def begin_auth(self, username: str) -> bool:
         """Called at the start of auth; True: authentication is required (always)."""
@@ -112,10 +129,12 @@ class AgentSession(asyncssh.SSHServer):
         self._timeout = loop.call_later(REGISTRATION_TIMEOUT, self._registration_overdue)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is not None:
+            self._services.connections.discard(self._conn)
         self._on_auth_done.set()
         if self._timeout:
             self._timeout.cancel()
-        asyncio.get_running_loop().create_task(self._cleanup())
+        self._services.track_cleanup(asyncio.get_running_loop().create_task(self._cleanup()))
 
     # ------------------------------------------------------------------ rport-v1 requests
     def on_new_connection(self, payload: bytes) -> None:
@@ -181,11 +200,15 @@ class AgentSession(asyncssh.SSHServer):
             log.info("agent %s: %s", self._address, exc.detail)
             self._refuse(exc.detail)
             return
+        except RportdError as exc:
+            log.error("agent %s: registration failed: %s", self._address, exc)
+            self._refuse("server error while registering the client; see the server log")
+            return
         self.record = record
         try:
             tunnels = await self._establish(remotes, record)
         except RportdError as exc:
-            self._refuse(f"can't create tunnel: {exc.detail}")
+            self._refuse(f"can't create tunnel: {exc.detail or exc}")
             return
         log.info("client %s connected (tenant %r, auth id %r) from %s", client_id, tenant,
                  self.credential.id, self._address)
@@ -201,14 +224,18 @@ class AgentSession(asyncssh.SSHServer):
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "rportd:" + seed))
 
     async def _establish(self, requested: list[Remote], record: ClientRecord) -> list[Tunnel]:
-        """Set up the tunnels asked for now, then bring back the ones the client had before."""
+        """Set up the tunnels asked for now, then bring back the ones the client had before.
+        A requested random-port tunnel that existed before gets its old port back if free."""
         previous = [Remote.from_json(t) for t in record.tunnels]
         record.tunnels = []
-        made = [await self.add_tunnel(remote, check=False, persist=False) for remote in requested]
-        wanted = {(r.rhost, r.rport, r.lport) for r in requested}
+        made = []
+        for remote in requested:
+            earlier = _take_matching(previous, remote)
+            if earlier is not None and not remote.lport:
+                remote = Remote(**{**remote.__dict__, "lhost": earlier.lhost,
+                                   "lport": earlier.lport, "lport_random": True})
+            made.append(await self.add_tunnel(remote, check=False, persist=False))
         for remote in previous:
-            if (remote.rhost, remote.rport, remote.lport) in wanted:
-                continue
             try:
                 made.append(await self.add_tunnel(remote, check=False, persist=False))
             except RportdError as exc:
@@ -274,7 +301,10 @@ class AgentSession(asyncssh.SSHServer):
             await tunnel.listen(self.open_channel)
             return tunnel
         remote.lhost, remote.lport_random = remote.lhost or "0.0.0.0", True
-        for port in self._services.ports.candidates(self._services.ports_in_use)[:50]:
+        candidates = self._services.ports.candidates(self._services.ports_in_use)[:50]
+        if remote.lport:  # a random port this client had before: keep it if still free
+            candidates.insert(0, int(remote.lport))
+        for port in candidates:
             remote.lport = str(port)
             tunnel = Tunnel(tunnel_id, remote)
             try:
@@ -304,6 +334,16 @@ class AgentSession(asyncssh.SSHServer):
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+def _take_matching(previous: list[Remote], wanted: Remote) -> Remote | None:
+    """Remove and return the earlier tunnel that `wanted` asks for again, if any."""
+    for index, earlier in enumerate(previous):
+        same_target = (earlier.rhost, earlier.rport) == (wanted.rhost or "127.0.0.1", wanted.rport)
+        same_port = earlier.lport == wanted.lport or (not wanted.lport and earlier.lport_random)
+        if same_target and same_port:
+            return previous.pop(index)
+    return None
 
 
 def _parse_request(request: dict[str, Any], address: str) -> tuple[dict[str, Any], list[Remote]]:

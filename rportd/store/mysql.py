@@ -9,6 +9,7 @@ from typing import Any
 
 import aiomysql
 import pymysql
+from pymysql.constants import CLIENT
 
 from ..config import DatabaseConfig
 from ..errors import StoreError
@@ -53,8 +54,10 @@ class _MySQLTransaction(Transaction):
 
 
 def _connect_args(db: DatabaseConfig) -> dict[str, Any]:
+    # FOUND_ROWS: an UPDATE reports matched rows, as SQLite does, not only changed ones.
     args: dict[str, Any] = {"user": db.db_user or "root", "password": db.db_password,
-                            "db": db.db_name, "autocommit": True, "charset": "utf8mb4"}
+                            "db": db.db_name, "autocommit": True, "charset": "utf8mb4",
+                            "client_flag": CLIENT.FOUND_ROWS}
     if db.db_host.startswith("socket:"):
         args["unix_socket"] = db.db_host.removeprefix("socket:")
     else:

@@ -112,6 +112,7 @@ class WebSocketTransport(asyncio.Transport):
         self._raw = raw
         self._mask = mask
         self._protocol: asyncio.Protocol | None = None
+        self._early: list[bytes] = []  # bytes that arrived with the 101, before attach()
         self._closing = False
         self._reading_paused = False
         self._resume_reading = asyncio.Event()
@@ -121,9 +122,16 @@ class WebSocketTransport(asyncio.Transport):
     def attach(self, protocol: asyncio.Protocol) -> None:
         self._protocol = protocol
         protocol.connection_made(self)
+        early, self._early = self._early, []
+        for data in early:
+            self.feed(data)
 
     def feed(self, data: bytes) -> None:
-        if self._protocol is not None and data:
+        if not data:
+            return
+        if self._protocol is None:
+            self._early.append(data)  # the peer's banner may share a segment with the 101
+        else:
             self._protocol.data_received(data)
 
     def lost(self, exc: Exception | None) -> None:
