@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
@@ -15,7 +16,10 @@ from .agents.listener import build_agent_app
 from .agents.session import AgentServices
 from .agents.tunnels import PortPool
 from .auth.clients import client_auth_from_config
+from .auth.tokens import TokenIssuer, load_or_create_secret
+from .auth.users import users_from_config
 from .config import Config
+from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
 from .registry import Registry
 from .store import Store
 
@@ -43,6 +47,11 @@ class Runtime:
         self.host_key = (derive_key_from_seed(server.key_seed) if server.key_seed
                          else load_or_create_host_key(server.data_dir))
         self.fingerprint = fingerprint(self.host_key)
+        # Things that can fail on a bad setting are loaded before anything listens.
+        api = config.api
+        self._api_tls = tls_context(api.cert_file, api.key_file) if api.address else None
+        self._api_access_log = (access_logger(api.access_log_file)
+                                if api.address and api.access_log_file else None)
         self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
                                     PortPool(server.used_ports, server.excluded_ports))
 
@@ -53,12 +62,15 @@ class Runtime:
                         tb: TracebackType | None) -> None:
         await self.stop()
 
-    async def _listen(self, app: web.Application, address: str, **kwargs: object) -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    async def _listen(self, app: web.Application, address: str, *,
+                      ssl_context: ssl.SSLContext | None = None,
+                      access_log: logging.Logger | None = None) -> None:
+        runner = web.AppRunner(app, access_log=access_log, handle_signals=False,
+                               shutdown_timeout=2.0, access_log_format=COMBINED_LOG_FORMAT)
         await runner.setup()
         self._runners.append(runner)
         host, port = _split(address)
-        site = web.TCPSite(runner, host, port, **kwargs)  # type: ignore[arg-type]
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._sites.append(site)
         log.info("listening on %s", address)
@@ -72,9 +84,27 @@ class Runtime:
         log.info("host key fingerprint %s", self.fingerprint)
         self._spawn(self._expire_lost_clients())
         if self.config.api.address:
-            from .api.app import build_api
+            await self._start_api()
 
-            await self._listen(build_api(self), self.config.api.address)
+    async def _start_api(self) -> None:
+        from .api.app import build_api
+        from .api.auth import Authenticator
+
+        api = self.config.api
+        users = users_from_config(self.config, self.store)
+        if users is None:
+            log.warning("no API user auth source is set ([api] auth, auth_file or "
+                        "auth_user_table): every API request will be refused")
+        tokens = TokenIssuer(load_or_create_secret(api.jwt_secret, self.config.server.data_dir),
+                             self.store)
+        await tokens.load_revocations()
+        authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy)
+        await self._listen(build_api(self, authenticator), api.address,
+                           ssl_context=self._api_tls, access_log=self._api_access_log)
+
+    @property
+    def connect_url(self) -> str:
+        return self.config.server.url or f"http://{self.config.server.address}"
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

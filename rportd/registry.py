@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .errors import Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .store import Store
 from .tenancy import Scope
 
@@ -106,6 +106,15 @@ class Registry:
     async def save_tunnels(self, record: ClientRecord) -> None:
         await self._save(record)
 
+    async def forget_tunnel(self, record: ClientRecord, tunnel_id: str) -> bool:
+        """Drop a disconnected client's tunnel so it is not re-established on reconnect."""
+        kept = [t for t in record.tunnels if t.get("id") != tunnel_id]
+        if len(kept) == len(record.tunnels):
+            return False
+        record.tunnels = kept
+        await self._save(record)
+        return True
+
     # ------------------------------------------------------------------ agent side
     async def connect(self, tenant: str, client_id: str, auth_id: str, details: dict[str, Any],
                       session: ClientSession, multiuse_creds: bool) -> ClientRecord:
@@ -163,13 +172,14 @@ class Registry:
         record = None if scope.sees_nothing else self._by_tenant.get(tenant, {}).get(client_id)
         if record is not None:
             return record
-        raise NotFound(f"client with id {client_id!r} not found", code="ERR_CODE_CLIENT_NOT_FOUND")
+        # No id in the text: the answer must be byte-identical for every missing id (rule 5).
+        raise NotFound("client not found", code="ERR_CODE_CLIENT_NOT_FOUND")
 
     async def delete(self, scope: Scope, client_id: str) -> None:
         record = self.get(scope, client_id)
         if record.connected:
-            raise Conflict("client is connected; only disconnected clients can be deleted",
-                           code="ERR_CODE_CLIENT_CONNECTED")
+            raise BadRequest("client is connected; only disconnected clients can be deleted",
+                             code="ERR_CODE_CLIENT_CONNECTED")
         await self._forget(record)
 
     async def _forget(self, record: ClientRecord) -> None:

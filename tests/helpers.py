@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import http.client as httpclient
+import json
 import os
 import selectors
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Runs the real CLI with an audit hook that reports every socket bind, so a test can prove that a
 # refused start opened no port.
@@ -74,3 +80,42 @@ def read_lines(proc: subprocess.Popen[str], done: Callable[[list[str]], bool],
                     break
                 lines.append(line)
     return lines
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def error_code(self) -> str:
+        return str(self.json()["errors"][0]["code"])
+
+
+def http(port: int, method: str, path: str, *, basic: tuple[str, str] | None = None,
+         token: str | None = None, body: bytes | None = None,
+         headers: dict[str, str] | None = None, tls: bool = False) -> Response:
+    """One real HTTP request to 127.0.0.1:port, as curl would send it."""
+    if tls:
+        context = ssl._create_unverified_context()
+        conn: httpclient.HTTPConnection = httpclient.HTTPSConnection(
+            "127.0.0.1", port, timeout=30, context=context)
+    else:
+        conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=30)
+    sent = dict(headers or {})
+    if basic is not None:
+        sent["Authorization"] = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        sent.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, path, body=body, headers=sent)
+        response = conn.getresponse()
+        return Response(response.status, response.read(), dict(response.getheaders()))
+    finally:
+        conn.close()

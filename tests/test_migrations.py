@@ -23,6 +23,7 @@ EXPECTED_INDEXES = {
     ("users", "users_tenant"): ["tenant"],
     ("groups", "groups_username_group_tenant"): ["username", "group", "tenant"],
     ("clients", "clients_disconnected_at"): ["disconnected_at"],
+    ("api_token_revocations", "api_token_revocations_expires"): ["expires"],
 }
 UNIQUE = {"users_username", "groups_username_group_tenant"}
 
@@ -47,7 +48,7 @@ async def index_columns(config: DatabaseConfig) -> dict[tuple[str, str], tuple[l
     try:
         if config.db_type == "sqlite":
             found = {}
-            for table in ("clients_auth", "users", "groups", "clients"):
+            for table in ("clients_auth", "users", "groups", "clients", "api_token_revocations"):
                 for row in await store.fetchall(f'PRAGMA index_list("{table}")'):
                     name, unique = str(row[1]), bool(row[2])
                     info = await store.fetchall(f'PRAGMA index_info("{name}")')
@@ -170,9 +171,10 @@ def test_rportd_migrate_command(config_file: Path, tmp_path: Path) -> None:
         return result.stdout
 
     assert "0001_auth_tables\tpending" in migrate("--status")
-    assert migrate().splitlines() == ["applied 0001_auth_tables", "applied 0002_client_registry"]
+    assert migrate().splitlines() == ["applied 0001_auth_tables", "applied 0002_client_registry",
+                                      "applied 0003_api_tokens"]
     assert migrate() == "schema is up to date\n"
-    assert "0002_client_registry\tapplied" in migrate("--status")
-    assert migrate("--down", "1") == "reverted 0002_client_registry\n"
+    assert "0003_api_tokens\tapplied" in migrate("--status")
+    assert migrate("--down", "2") == "reverted 0003_api_tokens\nreverted 0002_client_registry\n"
     assert "0002_client_registry\tpending" in migrate("--status")
-    assert migrate() == "applied 0002_client_registry\n"
+    assert migrate() == "applied 0002_client_registry\napplied 0003_api_tokens\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +108,8 @@ async def _answer_check_port(conn: SSHClientConnection, payload: bytes) -> None:
                                            timeout)
         writer.close()
     except (OSError, TimeoutError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or "i/o timeout"
+        errno = getattr(exc, "errno", None)
+        reason = os.strerror(errno) if errno else "i/o timeout"
         answer = {"Open": False, "ErrMsg": f"dial tcp {host_port}: connect: {reason.lower()}"}
     reply_global(conn, True, json.dumps(answer, separators=(",", ":")).encode())
 

@@ -20,7 +20,7 @@ from asyncssh.packet import SSHPacket
 
 from ..auth.clients import ClientAuth, ClientCredential
 from ..config import Config
-from ..errors import RportdError
+from ..errors import BadRequest, RportdError
 from ..registry import ClientRecord, IdTaken, Registry
 from ..wire.pipe import Pipe
 from ..wire.ssh import (
@@ -63,6 +63,11 @@ class AgentServices:
         """Shutdown: let every lost session record itself before the store closes."""
         if self.cleanups:
             await asyncio.wait(set(self.cleanups), timeout=5)
+
+    def session_of(self, record: ClientRecord) -> AgentSession | None:
+        """The live session of a client the caller was already allowed to see."""
+        session = record.session
+        return session if isinstance(session, AgentSession) else None
 
     def close_pending(self) -> None:
         """Shutdown: hang up on every connection, registered or still in its handshake."""
@@ -278,8 +283,8 @@ class AgentSession(asyncssh.SSHServer):
         if check:
             is_open, why = await self.check_port(target)
             if not is_open:
-                raise TunnelError(f"remote {target} is not reachable from the client: {why}",
-                                  code="ERR_CODE_REMOTE_PORT_CLOSED")
+                raise BadRequest(f"remote {target} is not reachable from the client: {why}",
+                                 code="ERR_CODE_REMOTE_PORT_CLOSED")
         remote = Remote(**{**remote.__dict__})
         remote.rhost = remote.rhost or "127.0.0.1"
         tunnel = await self._listen(remote)

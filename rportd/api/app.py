@@ -1,27 +1,104 @@
-"""Builds the API application: routes and middlewares."""
+"""Builds the API application: middlewares (errors as rport's JSON, authentication), routes,
+OpenAPI, static files and the access log."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .. import __version__
+from ..errors import RportdError
+from . import auth, clients, clients_auth
+from .auth import AUTHENTICATOR, CALLER, Authenticator
+from .clients import RUNTIME
+from .openapi import openapi_spec
 
 if TYPE_CHECKING:
     from ..app import Runtime
 
-__all__ = ["build_api", "RUNTIME"]
+__all__ = ["build_api", "RUNTIME", "ROUTES"]
 
-RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+log = logging.getLogger("rportd.api")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {400: "ERR_CODE_INVALID_REQUEST", 401: "ERR_CODE_UNAUTHORIZED",
+               404: "ERR_CODE_NOT_FOUND", 405: "ERR_CODE_METHOD_NOT_ALLOWED",
+               413: "ERR_CODE_REQUEST_TOO_LARGE"}
+
+
+def error_response(status: int, code: str, title: str, detail: str) -> web.Response:
+    response = web.json_response({"errors": [{"code": code, "title": title, "detail": detail}]},
+                                 status=status)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="rportd"'
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """rport's error shape for everything: our errors, aiohttp's, and the unexpected (500)."""
+    try:
+        return await handler(request)
+    except RportdError as exc:
+        return error_response(exc.status, exc.code, exc.title, exc.detail)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, f"ERR_CODE_HTTP_{exc.status}")
+        return error_response(exc.status, code, exc.reason, "")
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return error_response(500, "ERR_CODE_INTERNAL", "Internal error",
+                              "an unexpected error happened; the server log has the details")
 
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"data": {"status": "ok", "version": __version__}})
 
 
-def build_api(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=runtime.config.api.max_request_bytes)
+async def status(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    connected, disconnected = runtime.registry.counts(request[CALLER].scope)
+    return web.json_response({"data": {
+        "version": __version__, "clients_connected": connected,
+        "clients_disconnected": disconnected, "fingerprint": runtime.fingerprint,
+        "connect_url": runtime.connect_url, "multi_tenancy": runtime.config.server.multi_tenancy,
+    }})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_spec())
+
+
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/api/v1/health", health),
+    ("GET", "/api/v1/openapi.json", openapi),
+    ("GET", "/api/v1/login", auth.login_get),
+    ("POST", "/api/v1/login", auth.login_post),
+    ("DELETE", "/api/v1/login", auth.login_delete),
+    ("GET", "/api/v1/me", auth.me),
+    ("GET", "/api/v1/status", status),
+    ("GET", "/api/v1/clients", clients.list_clients),
+    ("GET", "/api/v1/clients/{id}", clients.get_client),
+    ("DELETE", "/api/v1/clients/{id}", clients.delete_client),
+    ("PUT", "/api/v1/clients/{id}/tunnels", clients.put_tunnel),
+    ("DELETE", "/api/v1/clients/{id}/tunnels/{tunnel_id}", clients.delete_tunnel),
+    ("GET", "/api/v1/clients-auth", clients_auth.list_credentials),
+    ("POST", "/api/v1/clients-auth", clients_auth.create_credential),
+    ("DELETE", "/api/v1/clients-auth/{id}", clients_auth.delete_credential),
+)
+
+
+def build_api(runtime: Runtime, authenticator: Authenticator) -> web.Application:
+    app = web.Application(client_max_size=runtime.config.api.max_request_bytes,
+                          middlewares=[error_middleware, auth.auth_middleware])
     app[RUNTIME] = runtime
-    app.router.add_get("/api/v1/health", health)
+    app[AUTHENTICATOR] = authenticator
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    if runtime.config.api.doc_root:
+        app.router.add_static("/", runtime.config.api.doc_root, show_index=False)
     return app

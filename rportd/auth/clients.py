@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, MethodNotAllowed, StoreError
 from ..store import Store
-from ..tenancy import normalize_tenant
+from ..tenancy import Scope, normalize_tenant
 from .passwords import VerifyCache
 
 __all__ = ["ClientCredential", "ClientAuth", "SingleClientAuth", "FileClientAuth",
@@ -44,6 +44,20 @@ class ClientAuth:
     async def _lookup(self, auth_id: str) -> tuple[str, str] | None:
         raise NotImplementedError
 
+    async def list_ids(self, scope: Scope) -> list[str]:
+        """Credential ids the scope may see (sources without tenants: only an unscoped caller)."""
+        return []
+
+    async def create(self, auth_id: str, stored_password: str, tenant: str) -> bool:
+        """False when the id exists already."""
+        raise MethodNotAllowed("client credentials are read-only with this auth source",
+                               code="ERR_CODE_CLIENT_AUTH_RO")
+
+    async def delete(self, auth_id: str, scope: Scope) -> bool:
+        """False when the scope has no such credential."""
+        raise MethodNotAllowed("client credentials are read-only with this auth source",
+                               code="ERR_CODE_CLIENT_AUTH_RO")
+
     async def authenticate(self, auth_id: str, password: str) -> ClientCredential | None:
         found = await self._lookup(auth_id)
         if found is None:
@@ -61,6 +75,9 @@ class SingleClientAuth(ClientAuth):
 
     async def _lookup(self, auth_id: str) -> tuple[str, str] | None:
         return (self._password, "") if auth_id == self._id else None
+
+    async def list_ids(self, scope: Scope) -> list[str]:
+        return [self._id] if scope.tenant is None else []
 
 
 class FileClientAuth(ClientAuth):
@@ -96,6 +113,12 @@ class FileClientAuth(ClientAuth):
         stored = self._entries.get(auth_id)
         return None if stored is None else (stored, "")
 
+    async def list_ids(self, scope: Scope) -> list[str]:
+        if scope.tenant is not None:
+            return []
+        await self._lookup("")
+        return sorted(self._entries)
+
 
 class TableClientAuth(ClientAuth):
     writable = True
@@ -103,17 +126,58 @@ class TableClientAuth(ClientAuth):
     def __init__(self, store: Store, table: str, multi_tenancy: bool):
         super().__init__()
         self._store = store
+        self._quote = store.quote
         self._table = table
         self._multi_tenancy = multi_tenancy
         q = store.quote
         tenant = q("tenant") if multi_tenancy else "''"
         self._select = f"SELECT {q('password')}, {tenant} FROM {q(table)} WHERE {q('id')} = ?"
+        self._q_table, self._q_id, self._q_tenant = q(table), q("id"), q("tenant")
+
+    def _where_scope(self, scope: Scope) -> tuple[str, tuple[str, ...]]:
+        """Rule 5 in SQL: with tenancy, only the caller's tenant's rows exist."""
+        if scope.tenant is None or not self._multi_tenancy:
+            return "", ()
+        return f" AND {self._q_tenant} = ?", (scope.tenant,)
 
     async def _lookup(self, auth_id: str) -> tuple[str, str] | None:
         row = await self._store.fetchone(self._select, (auth_id,))
         if row is None:
             return None
         return str(row[0]), normalize_tenant(row[1])
+
+    async def list_ids(self, scope: Scope) -> list[str]:
+        if scope.sees_nothing:
+            return []
+        where, params = self._where_scope(scope)
+        rows = await self._store.fetchall(
+            f"SELECT {self._q_id} FROM {self._q_table} WHERE 1 = 1{where} ORDER BY {self._q_id}",
+            params)
+        return [str(row[0]) for row in rows]
+
+    async def create(self, auth_id: str, stored_password: str, tenant: str) -> bool:
+        columns, values = f"{self._q_id}, {self._quote('password')}", [auth_id, stored_password]
+        if self._multi_tenancy:
+            columns += f", {self._q_tenant}"
+            values.append(tenant)
+        marks = ", ".join("?" for _ in values)
+        try:
+            await self._store.execute(f"INSERT INTO {self._q_table} ({columns}) VALUES ({marks})",
+                                      values)
+        except StoreError:
+            if await self._store.fetchone(f"SELECT 1 FROM {self._q_table} WHERE {self._q_id} = ?",
+                                          (auth_id,)):
+                return False
+            raise
+        return True
+
+    async def delete(self, auth_id: str, scope: Scope) -> bool:
+        if scope.sees_nothing:
+            return False
+        where, params = self._where_scope(scope)
+        count = await self._store.execute(
+            f"DELETE FROM {self._q_table} WHERE {self._q_id} = ?{where}", (auth_id, *params))
+        return count > 0
 
 
 def client_auth_from_config(config: Config, store: Store) -> ClientAuth | None:

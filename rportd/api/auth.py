@@ -1,0 +1,166 @@
+"""Who is calling: basic auth or bearer tokens, throttled failures, and the caller's scope.
+
+Every authenticated request carries a `Caller` whose `scope` (tenancy.py) is what the handlers
+pass to the registry and the credential store; a handler never builds a scope itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..auth.throttle import LoginThrottle
+from ..auth.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, TokenClaims, TokenIssuer
+from ..auth.users import User, UserSource
+from ..errors import BadRequest, RportdError, Unauthorized
+from ..tenancy import Scope
+
+__all__ = ["Caller", "Authenticator", "CALLER", "AUTHENTICATOR", "auth_middleware", "login_get",
+           "login_post", "login_delete", "me"]
+
+log = logging.getLogger("rportd.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_PUBLIC = {("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/health"), ("POST", "/api/v1/login")}
+
+
+class TooManyAttempts(RportdError):
+    status = 429
+    code = "ERR_CODE_TOO_MANY_REQUESTS"
+    title = "Too many failed logins"
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: User
+    scope: Scope
+    token: TokenClaims | None = None
+
+
+class Authenticator:
+    """Turns credentials into a Caller; shared by the middleware and POST /login."""
+
+    def __init__(self, users: UserSource | None, tokens: TokenIssuer, multi_tenancy: bool):
+        self.users = users
+        self.tokens = tokens
+        self.throttle = LoginThrottle()
+        self._multi_tenancy = multi_tenancy
+
+    def _caller(self, user: User, token: TokenClaims | None = None) -> Caller:
+        return Caller(user, Scope.for_user(self._multi_tenancy, user.tenant), token)
+
+    async def with_password(self, username: str, password: str, address: str) -> Caller:
+        wait = self.throttle.retry_after(username, address)
+        if wait > 0:
+            raise TooManyAttempts(f"too many failed logins; retry in {wait:.0f}s")
+        user = await self.users.authenticate(username, password) if self.users else None
+        if user is None:
+            self.throttle.failed(username, address)
+            log.info("failed API login for %r from %s", username, address)
+            raise Unauthorized("invalid username or password", code="ERR_CODE_UNAUTHORIZED")
+        self.throttle.succeeded(username)
+        return self._caller(user)
+
+    async def with_token(self, token: str) -> Caller:
+        claims = self.tokens.verify(token)
+        user = await self.users.get(claims.username) if self.users else None
+        if user is None:  # removed since the token was issued
+            raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
+        return self._caller(user, claims)
+
+    async def from_header(self, header: str, address: str) -> Caller:
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise Unauthorized("malformed basic credentials") from None
+            username, sep, password = decoded.partition(":")
+            if not sep:
+                raise Unauthorized("malformed basic credentials")
+            return await self.with_password(username, password, address)
+        if scheme in ("bearer", "bearer:"):  # rport documents "Bearer: <token>" too
+            return await self.with_token(value.strip())
+        raise Unauthorized("use HTTP basic auth or a bearer token")
+
+
+CALLER: web.RequestKey[Caller] = web.RequestKey("caller")
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/") or (request.method, request.path) in _PUBLIC:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise Unauthorized("authentication required: HTTP basic auth or a bearer token")
+    request[CALLER] = await request.app[AUTHENTICATOR].from_header(header, request.remote or "")
+    return await handler(request)
+
+
+def _lifetime(raw: str | None) -> int:
+    if raw in (None, ""):
+        return DEFAULT_LIFETIME
+    try:
+        seconds = int(raw)
+    except ValueError:
+        raise BadRequest("token-lifetime must be a number of seconds") from None
+    if not 0 < seconds <= MAX_LIFETIME:
+        raise BadRequest(f"token-lifetime must be 1..{MAX_LIFETIME} seconds (90 days)")
+    return seconds
+
+
+def _token_response(request: web.Request, caller: Caller, lifetime: int) -> web.Response:
+    token = request.app[AUTHENTICATOR].tokens.issue(caller.user.username, lifetime)
+    return web.json_response({"data": {"token": token}})
+
+
+async def login_get(request: web.Request) -> web.Response:
+    """GET /login with basic auth: a token for `token-lifetime` seconds (default 600)."""
+    caller = request[CALLER]
+    if caller.token is not None:
+        raise BadRequest("log in with basic auth to get a token")
+    return _token_response(request, caller, _lifetime(request.query.get("token-lifetime")))
+
+
+async def login_post(request: web.Request) -> web.Response:
+    """POST /login with {"username","password"} as JSON or a form."""
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequest("the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+    else:
+        body = dict(await request.post())
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username:
+        raise BadRequest("username and password are required")
+    caller = await request.app[AUTHENTICATOR].with_password(username, password,
+                                                             request.remote or "")
+    lifetime = _lifetime(str(body.get("token-lifetime") or request.query.get("token-lifetime")
+                             or ""))
+    return _token_response(request, caller, lifetime)
+
+
+async def login_delete(request: web.Request) -> web.Response:
+    """DELETE /login: revoke the bearer token this request carries."""
+    caller = request[CALLER]
+    if caller.token is None:
+        raise BadRequest("send the token to revoke as Authorization: Bearer <token>")
+    await request.app[AUTHENTICATOR].tokens.revoke(caller.token)
+    return web.Response(status=204)
+
+
+async def me(request: web.Request) -> web.Response:
+    user = request[CALLER].user
+    return web.json_response({"data": {"username": user.username, "groups": list(user.groups),
+                                       "tenant": user.tenant}})

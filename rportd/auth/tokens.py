@@ -1,0 +1,102 @@
+"""API tokens: HS256 JWTs naming the user, with an expiry and an id that DELETE /login revokes.
+
+Written by hand (about forty lines) rather than adding a JWT library: we need one algorithm,
+and pinning it here rules out the classic "alg: none" and key-confusion mistakes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import Unauthorized
+from ..store import Store
+
+__all__ = ["TokenIssuer", "TokenClaims", "load_or_create_secret", "DEFAULT_LIFETIME",
+           "MAX_LIFETIME"]
+
+DEFAULT_LIFETIME = 600
+MAX_LIFETIME = 90 * 24 * 3600
+_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _unb64(data: str) -> bytes:
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    username: str
+    jti: str
+    expires: int
+
+
+class TokenIssuer:
+    def __init__(self, secret: bytes, store: Store):
+        self._secret = secret
+        self._store = store
+        self._revoked: set[str] = set()
+
+    async def load_revocations(self) -> None:
+        rows = await self._store.fetchall("SELECT jti FROM api_token_revocations WHERE expires > ?",
+                                          (int(time.time()),))
+        self._revoked = {str(row[0]) for row in rows}
+
+    def issue(self, username: str, lifetime: int) -> str:
+        now = int(time.time())
+        claims = {"sub": username, "jti": secrets.token_hex(12), "iat": now, "exp": now + lifetime}
+        body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        signing_input = _HEADER + b"." + body
+        signature = _b64(hmac.new(self._secret, signing_input, hashlib.sha256).digest())
+        return (signing_input + b"." + signature).decode()
+
+    def verify(self, token: str) -> TokenClaims:
+        """Signature, expiry and revocation; the caller then checks the user still exists."""
+        try:
+            header, body, signature = token.split(".")
+            expected = _b64(hmac.new(self._secret, f"{header}.{body}".encode(),
+                                     hashlib.sha256).digest())
+            if header.encode() != _HEADER or not hmac.compare_digest(expected, signature.encode()):
+                raise ValueError("bad signature")
+            claims = json.loads(_unb64(body))
+            result = TokenClaims(str(claims["sub"]), str(claims["jti"]), int(claims["exp"]))
+        except (ValueError, KeyError, TypeError):
+            raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN") from None
+        if result.expires <= time.time():
+            raise Unauthorized("token expired", code="ERR_CODE_TOKEN_EXPIRED")
+        if result.jti in self._revoked:
+            raise Unauthorized("token revoked", code="ERR_CODE_TOKEN_REVOKED")
+        return result
+
+    async def revoke(self, claims: TokenClaims) -> None:
+        self._revoked.add(claims.jti)
+        await self._store.execute("INSERT INTO api_token_revocations (jti, expires) VALUES (?, ?)",
+                                  (claims.jti, claims.expires))
+
+
+def load_or_create_secret(configured: str, data_dir: Path) -> bytes:
+    """`jwt_secret` if set; else a random secret kept (0600) in data_dir so tokens survive a
+    restart."""
+    if configured:
+        return configured.encode()
+    path = data_dir / "jwt_secret"
+    if path.exists():
+        return path.read_bytes().strip()
+    secret = secrets.token_hex(32).encode()
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secret)
+    os.replace(tmp, path)
+    return secret

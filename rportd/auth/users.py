@@ -1,0 +1,125 @@
+"""API users: `auth` (one plaintext pair), `auth_file` (JSON list, bcrypt) or the user and group
+tables (with tenants under multi-tenancy). The record is read on every request, so a changed
+password, group or tenant, or a removed user, takes effect at once without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..errors import ConfigError
+from ..store import Store
+from ..tenancy import normalize_tenant
+from .passwords import VerifyCache
+
+__all__ = ["User", "UserSource", "SingleUser", "FileUsers", "TableUsers", "users_from_config"]
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    password: str  # as stored: plaintext or a bcrypt hash; never sent anywhere
+    groups: tuple[str, ...]
+    tenant: str
+
+
+class UserSource:
+    """Base: `get` reads the current record; `authenticate` checks a password against it."""
+
+    def __init__(self) -> None:
+        self._cache = VerifyCache()
+
+    async def get(self, username: str) -> User | None:
+        raise NotImplementedError
+
+    async def authenticate(self, username: str, password: str) -> User | None:
+        user = await self.get(username)
+        if user is None or not await self._cache.verify(password, user.password):
+            return None
+        return user
+
+
+class SingleUser(UserSource):
+    def __init__(self, auth: str):
+        super().__init__()
+        name, _, password = auth.partition(":")
+        self._user = User(name, password, (), "")
+
+    async def get(self, username: str) -> User | None:
+        return self._user if username == self._user.username else None
+
+
+class FileUsers(UserSource):
+    """A JSON list of {"username", "password" (bcrypt), "groups"}; re-read when it changes."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = Path(path)
+        self._mtime = -1.0
+        self._users: dict[str, User] = {}
+
+    def _read(self) -> tuple[float, dict[str, User]]:
+        mtime = os.stat(self._path).st_mtime
+        if mtime == self._mtime:
+            return mtime, self._users
+        entries = json.loads(self._path.read_text(encoding="utf-8"))
+        if not isinstance(entries, list):
+            raise ValueError("must be a JSON list of users")
+        users = {}
+        for entry in entries:
+            users[str(entry["username"])] = User(str(entry["username"]), str(entry["password"]),
+                                                 tuple(str(g) for g in entry.get("groups", [])), "")
+        return mtime, users
+
+    async def load(self) -> None:
+        try:
+            self._mtime, self._users = await asyncio.to_thread(self._read)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError("[api] auth_file", f"cannot read {str(self._path)!r}: {exc}") from None
+
+    async def get(self, username: str) -> User | None:
+        try:
+            await self.load()
+        except ConfigError:
+            pass  # keep the last good file
+        return self._users.get(username)
+
+
+class TableUsers(UserSource):
+    """One query per lookup: the user row joined with the groups of their own tenant (rule 3)."""
+
+    def __init__(self, store: Store, users: str, groups: str, multi_tenancy: bool):
+        super().__init__()
+        self._store = store
+        q = store.quote
+        if multi_tenancy:
+            tenant, join_tenant = f"u.{q('tenant')}", f" AND g.{q('tenant')} = u.{q('tenant')}"
+        else:
+            tenant, join_tenant = "''", ""
+        self._select = (
+            f"SELECT u.{q('password')}, {tenant}, g.{q('group')} FROM {q(users)} u "
+            f"LEFT JOIN {q(groups)} g ON g.{q('username')} = u.{q('username')}{join_tenant} "
+            f"WHERE u.{q('username')} = ?")
+
+    async def get(self, username: str) -> User | None:
+        rows = await self._store.fetchall(self._select, (username,))
+        if not rows or len({(row[0], normalize_tenant(row[1])) for row in rows}) > 1:
+            return None  # unknown, or the same name twice in an unchecked table: refuse
+        groups = tuple(sorted({str(row[2]) for row in rows if row[2] is not None}))
+        return User(username, str(rows[0][0]), groups, normalize_tenant(rows[0][1]))
+
+
+def users_from_config(config: Config, store: Store) -> UserSource | None:
+    api = config.api
+    if api.auth:
+        return SingleUser(api.auth)
+    if api.auth_file:
+        return FileUsers(api.auth_file)
+    if api.auth_user_table:
+        return TableUsers(store, api.auth_user_table, api.auth_group_table,
+                          config.server.multi_tenancy)
+    return None

@@ -1,0 +1,215 @@
+"""The cross-tenant matrix, on SQLite and on MariaDB: every endpoint x {own tenant, other tenant,
+tenantless user, nonexistent id}. "Other tenant" and "nonexistent" answers are compared byte for
+byte: nobody learns that another tenant's object exists."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from .api_world import World, build_world, create_mysql_database, drop_mysql_database
+from .conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER
+from .processes import Agent, wait_for
+
+
+def _mysql_section() -> dict[str, object]:
+    try:
+        name = create_mysql_database()
+    except pymysql.err.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"MariaDB unreachable in CI: {exc}")
+        pytest.skip(f"MariaDB unreachable: {exc}")
+    return {"db_type": "mysql", "db_host": f"{MYSQL_HOST}:{MYSQL_PORT}", "db_user": MYSQL_USER,
+            "db_password": MYSQL_PASSWORD, "db_name": name}
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp(f"world-{request.param}")
+    if request.param == "sqlite":
+        database: dict[str, object] = {"db_type": "sqlite", "db_name": str(tmp / "rportd.db")}
+    else:
+        database = _mysql_section()
+    built = build_world(tmp, request.param, database)
+    try:
+        yield built
+    finally:
+        built.stop()
+        if request.param == "mysql":
+            drop_mysql_database(str(database["db_name"]))
+
+
+def ids(response_body: bytes) -> list[str]:
+    return sorted(client["id"] for client in json.loads(response_body)["data"])
+
+
+def same_as_missing(world: World, method: str, other: str, missing: str, user: str = "alice",
+                    body: bytes | None = None) -> None:
+    """Another tenant's object must answer exactly like one that does not exist."""
+    theirs = world.request(method, other, user, body=body)
+    nothing = world.request(method, missing, user, body=body)
+    assert theirs.status == nothing.status == 404, (theirs.body, nothing.body)
+    assert theirs.body == nothing.body
+
+
+# ---------------------------------------------------------------- listing and fetching
+
+
+def test_each_user_lists_only_their_tenant(world: World) -> None:
+    assert ids(world.request("GET", "/api/v1/clients", "alice").body) == ["jonly", "x"]
+    assert ids(world.request("GET", "/api/v1/clients", "gina").body) == ["gonly", "x"]
+
+
+def test_tenantless_user_sees_empty_list_and_404s(world: World) -> None:
+    listing = world.request("GET", "/api/v1/clients", "nobody")
+    assert (listing.status, listing.json()) == (200, {"data": [], "meta": {"count": 0}})
+    assert world.request("GET", "/api/v1/clients-auth", "nobody").json() == {"data": []}
+    status = world.request("GET", "/api/v1/status", "nobody").json()["data"]
+    assert (status["clients_connected"], status["clients_disconnected"]) == (0, 0)
+    for path in ("/api/v1/clients/x", "/api/v1/clients/o1"):
+        assert world.request("GET", path, "nobody").body == \
+            world.request("GET", "/api/v1/clients/none", "nobody").body
+        assert world.request("GET", path, "nobody").status == 404
+    created = world.request("POST", "/api/v1/clients-auth", "nobody",
+                            body=b'{"id": "nob1", "password": "password1"}')
+    assert created.status == 403
+
+
+def test_orphaned_client_is_connected_but_invisible(world: World) -> None:
+    assert world.sql("SELECT tenant FROM clients WHERE id = ?", ("o1",)) == [("",)]
+    for user in ("alice", "gina", "nobody"):
+        listed = world.request("GET", "/api/v1/clients", user).json()["data"]
+        assert "o1" not in [c["id"] for c in listed]
+        same_as_missing(world, "GET", "/api/v1/clients/o1", "/api/v1/clients/none", user)
+
+
+def test_same_client_id_in_two_tenants_are_two_clients(world: World) -> None:
+    mine = world.request("GET", "/api/v1/clients/x", "alice").json()["data"]
+    theirs = world.request("GET", "/api/v1/clients/x", "gina").json()["data"]
+    assert (mine["tenant"], mine["client_auth_id"], mine["name"]) == ("J", "cj", "x@cj")
+    assert (theirs["tenant"], theirs["client_auth_id"], theirs["name"]) == ("G", "cg", "x@cg")
+    assert mine["connection_state"] == theirs["connection_state"] == "connected"
+
+
+def test_other_tenants_client_answers_like_a_missing_one(world: World) -> None:
+    same_as_missing(world, "GET", "/api/v1/clients/gonly", "/api/v1/clients/nope")
+    same_as_missing(world, "DELETE", "/api/v1/clients/gonly", "/api/v1/clients/nope")
+    same_as_missing(world, "PUT", "/api/v1/clients/gonly/tunnels?remote=22&check_port=0",
+                    "/api/v1/clients/nope/tunnels?remote=22&check_port=0")
+    same_as_missing(world, "DELETE", "/api/v1/clients/gonly/tunnels/1",
+                    "/api/v1/clients/nope/tunnels/1")
+
+
+def test_filters_and_sorting_stay_inside_the_tenant(world: World) -> None:
+    found = world.request("GET", "/api/v1/clients?filter[name]=*@cg", "alice").json()
+    assert found == {"data": [], "meta": {"count": 0}}
+    page = world.request("GET", "/api/v1/clients?sort=-id&page[limit]=1", "alice").json()
+    assert [c["id"] for c in page["data"]] == ["x"] and page["meta"]["count"] == 2
+    bad = world.request("GET", "/api/v1/clients?filter[password]=x", "alice")
+    assert bad.status == 400 and bad.json()["errors"][0]["code"] == "ERR_CODE_INVALID_REQUEST"
+
+
+def test_status_counts_only_the_callers_tenant(world: World) -> None:
+    data = world.request("GET", "/api/v1/status", "gina").json()["data"]
+    assert (data["clients_connected"], data["clients_disconnected"]) == (2, 0)
+    assert len(data["fingerprint"].split(":")) == 16
+
+
+def test_me_shows_tenant_and_only_same_tenant_groups(world: World) -> None:
+    data = world.request("GET", "/api/v1/me", "alice").json()["data"]
+    assert data == {"username": "alice", "groups": ["Administrators"], "tenant": "J"}
+    assert world.request("GET", "/api/v1/me", "nobody").json()["data"]["tenant"] == ""
+
+
+# ---------------------------------------------------------------- tunnels
+
+
+def test_tunnel_endpoints_cross_tenant(world: World) -> None:
+    made = world.request("PUT", "/api/v1/clients/x/tunnels?remote=127.0.0.1:9&check_port=0",
+                         "gina")
+    assert made.status == 200, made.body
+    tunnel_id = made.json()["data"]["id"]
+    # alice's "x" is a different client: gina's tunnel id does not exist there
+    gone = world.request("DELETE", f"/api/v1/clients/x/tunnels/{tunnel_id}", "alice")
+    assert gone.status == 404
+    assert gone.json()["errors"][0]["code"] == "ERR_CODE_TUNNEL_NOT_FOUND"
+    theirs = world.request("DELETE", f"/api/v1/clients/gonly/tunnels/{tunnel_id}", "alice")
+    missing = world.request("DELETE", f"/api/v1/clients/none/tunnels/{tunnel_id}", "alice")
+    assert theirs.body == missing.body and theirs.status == 404
+    assert world.request("DELETE", f"/api/v1/clients/x/tunnels/{tunnel_id}", "gina").status == 204
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def test_credentials_are_listed_per_tenant_without_passwords(world: World) -> None:
+    assert world.request("GET", "/api/v1/clients-auth", "alice").json() == {"data": [{"id": "cj"}]}
+    assert world.request("GET", "/api/v1/clients-auth", "gina").json() == {"data": [{"id": "cg"}]}
+    assert b"secret" not in world.request("GET", "/api/v1/clients-auth", "alice").body
+
+
+def test_credential_delete_cross_tenant_answers_like_missing(world: World) -> None:
+    same_as_missing(world, "DELETE", "/api/v1/clients-auth/cg", "/api/v1/clients-auth/none")
+    assert world.sql("SELECT id FROM clients_auth WHERE id = ?", ("cg",)) == [("cg",)]
+    in_use = world.request("DELETE", "/api/v1/clients-auth/cj", "alice")
+    assert in_use.status == 400
+    assert in_use.json()["errors"][0]["code"] == "ERR_CODE_CLIENT_AUTH_HAS_CLIENT"
+
+
+def test_credential_created_through_the_api_takes_the_callers_tenant(
+        world: World, tmp_path: Path) -> None:
+    created = world.request("POST", "/api/v1/clients-auth", "alice",
+                            body=b'{"id": "cj-new", "password": "new-password-1"}')
+    assert created.status == 201, created.body
+    stored = world.sql("SELECT tenant, password FROM clients_auth WHERE id = ?", ("cj-new",))
+    assert stored[0][0] == "J" and str(stored[0][1]).startswith("$2b$")
+    duplicate = world.request("POST", "/api/v1/clients-auth", "gina",
+                              body=b'{"id": "cj-new", "password": "other-password"}')
+    assert duplicate.status == 409
+    agent = Agent(tmp_path, world.rportd.url, "cj-new:new-password-1", "--id", "fresh").start()
+    try:
+        agent.wait_connected()
+        assert "fresh" in ids(world.request("GET", "/api/v1/clients", "alice").body)
+        assert "fresh" not in ids(world.request("GET", "/api/v1/clients", "gina").body)
+    finally:
+        agent.stop()
+    wait_for(lambda: world.request("GET", "/api/v1/clients/fresh", "alice").json()["data"]
+             ["connection_state"] == "disconnected", what="fresh disconnected")
+    assert world.request("DELETE", "/api/v1/clients/fresh", "gina").status == 404
+    assert world.request("DELETE", "/api/v1/clients/fresh", "alice").status == 204
+    assert world.request("DELETE", "/api/v1/clients-auth/cj-new", "gina").status == 404
+    assert world.request("DELETE", "/api/v1/clients-auth/cj-new", "alice").status == 204
+
+
+# ---------------------------------------------------------------- users and tokens
+
+
+def test_moving_a_user_to_another_tenant_takes_effect_at_once(world: World) -> None:
+    token = world.token("gina")
+    world.sql("UPDATE users SET tenant = ? WHERE username = ?", ("J", "gina"))
+    try:
+        assert ids(world.request("GET", "/api/v1/clients", token=token).body) == ["jonly", "x"]
+        assert ids(world.request("GET", "/api/v1/clients", "gina").body) == ["jonly", "x"]
+    finally:
+        world.sql("UPDATE users SET tenant = ? WHERE username = ?", ("G", "gina"))
+
+
+def test_removed_users_token_stops_working(world: World) -> None:
+    world.sql("INSERT INTO users (username, password, tenant) VALUES (?, ?, ?)",
+              ("temp", world.sql("SELECT password FROM users WHERE username = ?",
+                                 ("alice",))[0][0], "J"))
+    from .api_world import PASSWORDS
+
+    PASSWORDS["temp"] = PASSWORDS["alice"]
+    token = world.token("temp")
+    assert world.request("GET", "/api/v1/clients", token=token).status == 200
+    world.sql("DELETE FROM users WHERE username = ?", ("temp",))
+    refused = world.request("GET", "/api/v1/clients", token=token)
+    assert refused.status == 401
+    assert refused.json()["errors"][0]["code"] == "ERR_CODE_INVALID_TOKEN"
