@@ -3,14 +3,16 @@ OpenAPI, static files and the access log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .. import __version__
-from ..errors import RportdError
+from ..errors import NotFound, RportdError
 from . import auth, clients, clients_auth
 from .auth import AUTHENTICATOR, CALLER, Authenticator
 from .clients import RUNTIME
@@ -41,7 +43,7 @@ def error_response(status: int, code: str, title: str, detail: str) -> web.Respo
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """rport's error shape for everything: our errors, aiohttp's, and the unexpected (500)."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except RportdError as exc:
         return error_response(exc.status, exc.code, exc.title, exc.detail)
     except web.HTTPException as exc:
@@ -53,6 +55,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(500, "ERR_CODE_INTERNAL", "Internal error",
                               "an unexpected error happened; the server log has the details")
+    if (response.status >= 400 and request.path.startswith("/api/")
+            and response.content_type != "application/json"):
+        # e.g. the doc_root handler's plain 404 for a path under /api/ that has no route
+        code = _HTTP_CODES.get(response.status, f"ERR_CODE_HTTP_{response.status}")
+        return error_response(response.status, code, response.reason or "", "")
+    return response
 
 
 async def health(request: web.Request) -> web.Response:
@@ -100,5 +108,27 @@ def build_api(runtime: Runtime, authenticator: Authenticator) -> web.Application
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     if runtime.config.api.doc_root:
-        app.router.add_static("/", runtime.config.api.doc_root, show_index=False)
+        app.router.add_get("/{path:.*}", static_files(Path(runtime.config.api.doc_root)))
     return app
+
+
+def static_files(root: Path) -> Handler:
+    """doc_root, served below every API route; /api/... never falls through to a file."""
+    root = root.resolve()
+
+    def locate(relative: str) -> Path | None:
+        candidate = (root / (relative or "index.html")).resolve()
+        if candidate.is_dir():
+            candidate = candidate / "index.html"
+        return candidate if candidate.is_relative_to(root) and candidate.is_file() else None
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        relative = request.match_info["path"]
+        if relative.startswith("api/"):
+            raise NotFound("no such API endpoint", code="ERR_CODE_NOT_FOUND")
+        found = await asyncio.to_thread(locate, relative)  # stat calls stay off the loop
+        if found is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(found)
+
+    return handler
