@@ -76,6 +76,9 @@ class Registry:
         self._keep = keep_lost_clients
         # tenant -> client id -> record: a tenant's listing never walks other tenants' clients.
         self._by_tenant: dict[str, dict[str, ClientRecord]] = {}
+        # Bumped on every change, per tenant and overall: lets readers cache what they derive.
+        self._versions: dict[str, int] = {}
+        self._version = 0
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ persistence
@@ -92,7 +95,16 @@ class Registry:
                                   "WHERE disconnected_at IS NULL", (now,))
         await self.expire()
 
+    def _changed(self, tenant: str) -> None:
+        self._versions[tenant] = self._versions.get(tenant, 0) + 1
+        self._version += 1
+
+    def version(self, scope: Scope) -> int:
+        """Changes whenever anything the scope can see changes."""
+        return self._version if scope.tenant is None else self._versions.get(scope.tenant, 0)
+
     async def _save(self, record: ClientRecord) -> None:
+        self._changed(record.tenant)  # the record was changed in memory before this call
         params = (record.client_auth_id, json.dumps(record.details), json.dumps(record.tunnels),
                   record.disconnected_at, record.tenant, record.id)
         updated = await self._store.execute(
@@ -183,6 +195,7 @@ class Registry:
         await self._forget(record)
 
     async def _forget(self, record: ClientRecord) -> None:
+        self._changed(record.tenant)
         self._by_tenant.get(record.tenant, {}).pop(record.id, None)
         await self._store.execute("DELETE FROM clients WHERE tenant = ? AND id = ?",
                                   (record.tenant, record.id))

@@ -105,6 +105,7 @@ def build_api(runtime: Runtime, authenticator: Authenticator) -> web.Application
                           middlewares=[error_middleware, auth.auth_middleware])
     app[RUNTIME] = runtime
     app[AUTHENTICATOR] = authenticator
+    app[clients.LISTINGS] = clients.ListingCache()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     if runtime.config.api.doc_root:

@@ -4,6 +4,7 @@ so another tenant's client answers exactly like a missing one."""
 from __future__ import annotations
 
 import fnmatch
+import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -16,8 +17,8 @@ from .auth import CALLER
 if TYPE_CHECKING:
     from ..app import Runtime
 
-__all__ = ["list_clients", "get_client", "delete_client", "put_tunnel", "delete_tunnel",
-           "RUNTIME"]
+__all__ = ["ListingCache", "LISTINGS", "list_clients", "get_client", "delete_client",
+           "put_tunnel", "delete_tunnel", "RUNTIME"]
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 
@@ -72,7 +73,38 @@ def _client_json(request: web.Request, record: ClientRecord) -> dict[str, Any]:
     return record.to_json(with_tenant=runtime.config.server.multi_tenancy)
 
 
+class ListingCache:
+    """Serialised /clients answers per (scope, query), valid while the registry's version for
+    that scope is unchanged. Serialising 100 clients costs far more than serving bytes."""
+
+    def __init__(self, size: int = 4096):
+        self._size = size
+        self._entries: dict[tuple[str | None, str], tuple[int, bytes]] = {}
+
+    def get(self, key: tuple[str | None, str], version: int) -> bytes | None:
+        hit = self._entries.get(key)
+        return hit[1] if hit is not None and hit[0] == version else None
+
+    def put(self, key: tuple[str | None, str], version: int, body: bytes) -> None:
+        if len(self._entries) >= self._size:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (version, body)
+
+
+LISTINGS: web.AppKey[ListingCache] = web.AppKey("listings")
+
+
 async def list_clients(request: web.Request) -> web.Response:
+    scope, registry = request[CALLER].scope, request.app[RUNTIME].registry
+    key, version = (scope.tenant, request.query_string), registry.version(scope)
+    body = request.app[LISTINGS].get(key, version)
+    if body is None:
+        body = json.dumps(_listing(request)).encode()
+        request.app[LISTINGS].put(key, version, body)
+    return web.Response(body=body, content_type="application/json")
+
+
+def _listing(request: web.Request) -> dict[str, Any]:
     filters, (limit, offset) = _filters(request.query), _page(request.query)
     bodies = [_client_json(request, r) for r in request.app[RUNTIME].registry.list(
         request[CALLER].scope)]
@@ -81,7 +113,7 @@ async def list_clients(request: web.Request) -> web.Response:
     bodies = _sort(bodies, request.query.get("sort", "id"))
     total = len(bodies)
     bodies = bodies[offset:] if limit is None else bodies[offset:offset + limit]
-    return web.json_response({"data": bodies, "meta": {"count": total}})
+    return {"data": bodies, "meta": {"count": total}}
 
 
 def _record(request: web.Request) -> ClientRecord:

@@ -95,6 +95,8 @@ class TableUsers(UserSource):
     def __init__(self, store: Store, users: str, groups: str, multi_tenancy: bool):
         super().__init__()
         self._store = store
+        self._cached: dict[str, User | None] = {}
+        self._version: int | None = None
         q = store.quote
         if multi_tenancy:
             tenant, join_tenant = f"u.{q('tenant')}", f" AND g.{q('tenant')} = u.{q('tenant')}"
@@ -106,6 +108,20 @@ class TableUsers(UserSource):
             f"WHERE u.{q('username')} = ?")
 
     async def get(self, username: str) -> User | None:
+        """Served from memory while the database reports no commit since it was read (SQLite's
+        data_version); any change anywhere in the database drops every cached user."""
+        version = self._store.data_version()
+        if version is None or version != self._version:
+            self._cached.clear()
+            self._version = version
+        elif username in self._cached:
+            return self._cached[username]
+        user = await self._read(username)
+        if version is not None and len(self._cached) < 10_000:
+            self._cached[username] = user
+        return user
+
+    async def _read(self, username: str) -> User | None:
         rows = await self._store.fetchall(self._select, (username,))
         if not rows or len({(row[0], normalize_tenant(row[1])) for row in rows}) > 1:
             return None  # unknown, or the same name twice in an unchecked table: refuse

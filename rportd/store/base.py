@@ -52,6 +52,11 @@ class Store(abc.ABC):
     async def table_columns(self, table: str) -> list[str] | None:
         """The column names of `table`, or None when it does not exist."""
 
+    def data_version(self) -> int | None:
+        """A number that changes whenever any connection commits, read without I/O; None when
+        the backend cannot tell (then callers must re-read)."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections."""

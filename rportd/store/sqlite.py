@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,8 +33,9 @@ class _SQLiteTransaction(Transaction):
 class SQLiteStore(Store):
     dialect = "sqlite"
 
-    def __init__(self, db: aiosqlite.Connection):
+    def __init__(self, db: aiosqlite.Connection, probe: sqlite3.Connection):
         self._db = db
+        self._probe = probe
         # One connection serialises writers; the lock keeps a transaction's statements together.
         self._lock = asyncio.Lock()
 
@@ -45,9 +47,19 @@ class SQLiteStore(Store):
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA busy_timeout=5000")
             await db.execute("PRAGMA foreign_keys=ON")
-        except (OSError, aiosqlite.Error) as exc:
+            # A read-only side connection for data_version: it reads the WAL index (shared
+            # memory), a few microseconds, so the event loop may call it per request.
+            probe = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True,
+                                    check_same_thread=False)
+        except (OSError, aiosqlite.Error, sqlite3.Error) as exc:
             raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
-        return cls(db)
+        return cls(db, probe)
+
+    def data_version(self) -> int | None:
+        try:
+            return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
 
     def quote(self, identifier: str) -> str:
         return '"' + identifier.replace('"', '""') + '"'
@@ -92,4 +104,5 @@ class SQLiteStore(Store):
         return [str(row[1]) for row in rows] or None
 
     async def close(self) -> None:
+        self._probe.close()
         await self._db.close()
