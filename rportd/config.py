@@ -89,6 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "key_file", "str", "", "TLS key for the API (with cert_file)."),
     Setting("api", "access_log_file", "str", "", "API access log, Combined Log Format."),
     Setting("api", "max_request_bytes", "int", 10240, "Largest API request body."),
+    Setting("api", "rate_while_tunnels_busy", "int", 300,
+            "API requests per second admitted while tunnels stream (more wait; 0 = no limit). "
+            "Lower keeps more tunnel throughput, higher keeps API latency lower."),
     Setting("logging", "log_file", "str", "", "Log file; empty: stderr."),
     Setting("logging", "log_level", "str", "error", "One of error, warning, info, debug."),
     Setting("database", "db_type", "str", "", "mysql or sqlite."),
@@ -149,6 +152,7 @@ class ApiConfig:
     key_file: str
     access_log_file: str
     max_request_bytes: int
+    rate_while_tunnels_busy: int
 
 
 @dataclass(frozen=True)
@@ -373,6 +377,8 @@ def _check_misc(server: ServerConfig, api: ApiConfig, log: LoggingConfig) -> Non
                           f"{log.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if server.max_request_bytes < 128:
         raise ConfigError("[server] max_request_bytes", "must be at least 128")
+    if api.rate_while_tunnels_busy < 0:
+        raise ConfigError("[api] rate_while_tunnels_busy", "must be 0 (no limit) or more")
     if server.max_concurrent_handshakes < 1:
         raise ConfigError("[server] max_concurrent_handshakes", "must be at least 1")
     _check_address(server.address, "[server] address")

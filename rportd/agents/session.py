@@ -22,7 +22,7 @@ from ..auth.clients import ClientAuth, ClientCredential
 from ..config import Config
 from ..errors import BadRequest, RportdError
 from ..registry import ClientRecord, IdTaken, Registry
-from ..wire.pipe import Pipe
+from ..wire.pipe import Pipe, TrafficMeter
 from ..wire.ssh import (
     SERVER_VERSION,
     RportVersionMixin,
@@ -52,6 +52,7 @@ class AgentServices:
     ports: PortPool
 
     ports_in_use: set[int] = field(default_factory=set)  # lports of every live tunnel
+    traffic: TrafficMeter = field(default_factory=TrafficMeter)
     connections: set[SSHServerConnection] = field(default_factory=set)  # incl. unregistered
     cleanups: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -301,8 +302,9 @@ class AgentSession(asyncssh.SSHServer):
             if remote.lport and taken.remote.lport == remote.lport:
                 raise TunnelError(f"local port {remote.lport} is already used by tunnel {taken.id}",
                                   code="ERR_CODE_LOCAL_PORT_IN_USE")
+        meter = self._services.traffic
         if remote.lport and not remote.lport_random:
-            tunnel = Tunnel(tunnel_id, remote)
+            tunnel = Tunnel(tunnel_id, remote, meter=meter)
             await tunnel.listen(self.open_channel)
             return tunnel
         remote.lhost, remote.lport_random = remote.lhost or "0.0.0.0", True
@@ -311,7 +313,7 @@ class AgentSession(asyncssh.SSHServer):
             candidates.insert(0, int(remote.lport))
         for port in candidates:
             remote.lport = str(port)
-            tunnel = Tunnel(tunnel_id, remote)
+            tunnel = Tunnel(tunnel_id, remote, meter=meter)
             try:
                 await tunnel.listen(self.open_channel)
                 return tunnel

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import PortRange
 from ..errors import BadRequest, Conflict
-from ..wire.pipe import Pipe
+from ..wire.pipe import Pipe, TrafficMeter
 
 __all__ = ["Remote", "Tunnel", "Acl", "PortPool", "parse_remote_spec", "TunnelError"]
 
@@ -158,6 +158,7 @@ class Tunnel:
     server: asyncio.AbstractServer | None = None
     pipes: set[Pipe] = field(default_factory=set)
     acl: Acl | None = None
+    meter: TrafficMeter | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, **self.remote.to_json()}
@@ -175,7 +176,7 @@ class Tunnel:
                               code="ERR_CODE_LOCAL_PORT_IN_USE") from None
 
     def _accept(self, opener: ChannelOpener) -> asyncio.Protocol:
-        pipe = Pipe()
+        pipe = Pipe(self.meter)
         protocol = pipe.socket_protocol()
         task = asyncio.get_running_loop().create_task(self._start(pipe, opener))
         pipe.closed.add_done_callback(lambda _: self.pipes.discard(pipe))

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..errors import NotFound, RportdError
+from ..wire.pipe import TrafficMeter
 from . import auth, clients, clients_auth
 from .auth import AUTHENTICATOR, CALLER, Authenticator
 from .clients import RUNTIME
@@ -63,6 +64,37 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+class DataPlaneFirst:
+    """While tunnels stream, API requests are admitted at `[api] rate_while_tunnels_busy` at
+    most: Python code gets one core, each request costs tens of microseconds of it, and an
+    unbounded API took two thirds of a busy tunnel's throughput (bench/tunnel_under_api_load.py).
+    Requests over the rate wait; none is refused."""
+
+    def __init__(self, meter: TrafficMeter, rate: int):
+        self._meter = meter
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+
+    async def admit(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self._interval or not self._meter.busy(now):
+            return
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+DATA_PLANE_FIRST: web.AppKey[DataPlaneFirst] = web.AppKey("data_plane_first")
+
+
+@web.middleware
+async def data_plane_first(request: web.Request, handler: Handler) -> web.StreamResponse:
+    await request.app[DATA_PLANE_FIRST].admit()
+    return await handler(request)
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"data": {"status": "ok", "version": __version__}})
 
@@ -102,10 +134,13 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 
 def build_api(runtime: Runtime, authenticator: Authenticator) -> web.Application:
     app = web.Application(client_max_size=runtime.config.api.max_request_bytes,
-                          middlewares=[error_middleware, auth.auth_middleware])
+                          middlewares=[data_plane_first, error_middleware,
+                                       auth.auth_middleware])
     app[RUNTIME] = runtime
     app[AUTHENTICATOR] = authenticator
     app[clients.LISTINGS] = clients.ListingCache()
+    app[DATA_PLANE_FIRST] = DataPlaneFirst(runtime.agents.traffic,
+                                           runtime.config.api.rate_while_tunnels_busy)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     if runtime.config.api.doc_root:

@@ -12,14 +12,32 @@ from typing import Any
 
 from asyncssh import SSHTCPChannel, SSHTCPSession
 
-__all__ = ["Pipe"]
+__all__ = ["Pipe", "TrafficMeter"]
+
+
+class TrafficMeter:
+    """Bytes moved by tunnel streams, so other work can yield to them (api/app.py)."""
+
+    def __init__(self) -> None:
+        self.moved = 0
+        self._sample = (0.0, 0)
+        self._busy = False
+
+    def busy(self, now: float, window: float = 0.2, threshold: int = 1 << 20) -> bool:
+        """Whether more than `threshold` bytes moved in about the last `window` seconds."""
+        then, moved = self._sample
+        if now - then >= window:
+            self._busy = self.moved - moved > threshold * (now - then) / window
+            self._sample = (now, self.moved)
+        return self._busy
 
 
 class Pipe:
     """Owns one tunnel stream. `socket_protocol()` is the asyncio protocol for the TCP side,
     `channel_session()` the asyncssh session for the channel side."""
 
-    def __init__(self) -> None:
+    def __init__(self, meter: TrafficMeter | None = None) -> None:
+        self.meter = meter or TrafficMeter()
         self.transport: asyncio.Transport | None = None
         self.channel: SSHTCPChannel[bytes] | None = None
         loop = asyncio.get_running_loop()
@@ -58,6 +76,7 @@ class _SocketEnd(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._pipe.channel is not None:
+            self._pipe.meter.moved += len(data)
             self._pipe.channel.write(data)
 
     def eof_received(self) -> bool:
@@ -89,6 +108,7 @@ class _ChannelEnd(SSHTCPSession[bytes]):
 
     def data_received(self, data: bytes, datatype: Any) -> None:
         if self._pipe.transport is not None:
+            self._pipe.meter.moved += len(data)
             self._pipe.transport.write(data)
 
     def eof_received(self) -> bool:
