@@ -15,9 +15,9 @@ from .agents.hostkey import derive_key_from_seed, fingerprint, load_or_create_ho
 from .agents.listener import build_agent_app
 from .agents.session import AgentServices
 from .agents.tunnels import PortPool
-from .auth.clients import client_auth_from_config
+from .auth.clients import FileClientAuth, client_auth_from_config
 from .auth.tokens import TokenIssuer, load_or_create_secret
-from .auth.users import users_from_config
+from .auth.users import FileUsers, users_from_config
 from .config import Config
 from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
 from .registry import Registry
@@ -52,6 +52,7 @@ class Runtime:
         self._api_tls = tls_context(api.cert_file, api.key_file) if api.address else None
         self._api_access_log = (access_logger(api.access_log_file)
                                 if api.address and api.access_log_file else None)
+        self.users = users_from_config(config, store)
         self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
                                     PortPool(server.used_ports, server.excluded_ports))
 
@@ -76,6 +77,10 @@ class Runtime:
         log.info("listening on %s", address)
 
     async def start(self) -> None:
+        # auth files must be readable before anything listens (a ConfigError exits 1)
+        for source in (self.agents.client_auth, self.users):
+            if isinstance(source, FileClientAuth | FileUsers):
+                await source.load()
         await self.registry.load()
         if self.agents.client_auth is None:
             log.warning("no client auth source is set ([server] auth, auth_file or auth_table): "
@@ -91,7 +96,7 @@ class Runtime:
         from .api.auth import Authenticator
 
         api = self.config.api
-        users = users_from_config(self.config, self.store)
+        users = self.users
         if users is None:
             log.warning("no API user auth source is set ([api] auth, auth_file or "
                         "auth_user_table): every API request will be refused")

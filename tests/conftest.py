@@ -20,15 +20,21 @@ def _admin() -> pymysql.connections.Connection:  # type: ignore[type-arg]
                            password=MYSQL_PASSWORD, autocommit=True, connect_timeout=5)
 
 
-@pytest.fixture
-def mysql_db() -> Iterator[str]:
-    """A fresh, empty MariaDB database, dropped afterwards. In CI a missing server fails loudly."""
+def require_mysql() -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    """An admin connection to the test MariaDB; without one the test skips, or fails loudly
+    when CI=true (MySQL tests may not skip in CI)."""
     try:
-        admin = _admin()
+        return _admin()
     except pymysql.err.OperationalError as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"MariaDB at {MYSQL_HOST}:{MYSQL_PORT} is unreachable in CI: {exc}")
         pytest.skip(f"MariaDB at {MYSQL_HOST}:{MYSQL_PORT} unreachable: {exc}")
+
+
+@pytest.fixture
+def mysql_db() -> Iterator[str]:
+    """A fresh, empty MariaDB database, dropped afterwards."""
+    admin = require_mysql()
     name = "rportd_test_" + secrets.token_hex(6)
     with admin.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE `{name}`")

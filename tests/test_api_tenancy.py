@@ -5,25 +5,19 @@ byte: nobody learns that another tenant's object exists."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 
 from .api_world import World, build_world, create_mysql_database, drop_mysql_database
-from .conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER
+from .conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER, require_mysql
 from .processes import Agent, wait_for
 
 
 def _mysql_section() -> dict[str, object]:
-    try:
-        name = create_mysql_database()
-    except pymysql.err.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"MariaDB unreachable in CI: {exc}")
-        pytest.skip(f"MariaDB unreachable: {exc}")
+    require_mysql().close()
+    name = create_mysql_database()
     return {"db_type": "mysql", "db_host": f"{MYSQL_HOST}:{MYSQL_PORT}", "db_user": MYSQL_USER,
             "db_password": MYSQL_PASSWORD, "db_name": name}
 

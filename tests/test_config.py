@@ -4,6 +4,7 @@ stderr naming the setting, and that no port was bound."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -40,7 +41,9 @@ def merged(tmp_path: Path, changes: dict[str, dict[str, object]]) -> dict[str, d
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if not line.startswith("AUDIT-BIND")]
+    # info-level log records (the tests run with log_level = "info") are not the error output
+    lines = [line for line in result.stderr.splitlines()
+             if not line.startswith("AUDIT-BIND") and not re.match(r"^\d{4}-.* INFO ", line)]
     assert result.returncode == 1, result.stderr
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("rportd: config error: "), lines[0]
@@ -241,3 +244,11 @@ def test_every_setting_is_in_the_example_config() -> None:
     missing = [f"[{s.section}] {s.key}" for s in SETTINGS if f"#{s.key} =" not in example]
     assert not missing, f"undocumented in rportd.example.conf: {missing}"
     assert example == example_config(), "regenerate: python -m rportd.config > rportd.example.conf"
+
+
+def test_unreadable_auth_file_refuses_the_start(tmp_path: Path) -> None:
+    broken = tmp_path / "clients.json"
+    broken.write_text("{not json")
+    refuse(tmp_path, {"server": {"auth_file": str(broken)}}, "[server] auth_file", "cannot read")
+    refuse(tmp_path, {"api": {"auth": None, "auth_file": str(tmp_path / "missing.json")}},
+           "[api] auth_file", "cannot read")

@@ -8,17 +8,15 @@ reconnect storm does not cost one bcrypt per agent.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from ..config import Config
-from ..errors import ConfigError, MethodNotAllowed, StoreError
+from ..errors import MethodNotAllowed, StoreError
 from ..store import Store
 from ..tenancy import Scope, normalize_tenant
 from .passwords import VerifyCache
+from .watched_file import WatchedJsonFile
 
 __all__ = ["ClientCredential", "ClientAuth", "SingleClientAuth", "FileClientAuth",
            "TableClientAuth", "client_auth_from_config"]
@@ -80,44 +78,28 @@ class SingleClientAuth(ClientAuth):
         return [self._id] if scope.tenant is None else []
 
 
+def _id_password_map(data: Any) -> dict[str, str]:
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError("must be a JSON object of id: password")
+    return data
+
+
 class FileClientAuth(ClientAuth):
-    """A JSON object {"id": "password", ...}; re-read (off the loop) when its mtime changes."""
+    """A JSON object {"id": "password", ...}, re-read when it changes."""
 
     def __init__(self, path: str):
         super().__init__()
-        self._path = Path(path)
-        self._mtime = -1.0
-        self._entries: dict[str, str] = {}
-
-    def _read(self) -> tuple[float, dict[str, str]]:
-        mtime = os.stat(self._path).st_mtime
-        if mtime == self._mtime:
-            return mtime, self._entries
-        data = json.loads(self._path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise ConfigError("[server] auth_file",
-                              f"{str(self._path)!r} must be a JSON object of id: password")
-        return mtime, data
+        self._file = WatchedJsonFile(path, _id_password_map, "[server] auth_file", {})
 
     async def load(self) -> None:
-        try:
-            self._mtime, self._entries = await asyncio.to_thread(self._read)
-        except (OSError, ValueError) as exc:
-            raise ConfigError("[server] auth_file", f"cannot read {str(self._path)!r}: {exc}") from None
+        await self._file.load()
 
     async def _lookup(self, auth_id: str) -> tuple[str, str] | None:
-        try:
-            await self.load()
-        except ConfigError:
-            pass  # keep serving the last good file; the error was logged at start
-        stored = self._entries.get(auth_id)
+        stored = (await self._file.current()).get(auth_id)
         return None if stored is None else (stored, "")
 
     async def list_ids(self, scope: Scope) -> list[str]:
-        if scope.tenant is not None:
-            return []
-        await self._lookup("")
-        return sorted(self._entries)
+        return [] if scope.tenant is not None else sorted(await self._file.current())
 
 
 class TableClientAuth(ClientAuth):

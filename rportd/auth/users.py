@@ -4,17 +4,14 @@ password, group or tenant, or a removed user, takes effect at once without a res
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from ..config import Config
-from ..errors import ConfigError
 from ..store import Store
 from ..tenancy import normalize_tenant
 from .passwords import VerifyCache
+from .watched_file import WatchedJsonFile
 
 __all__ = ["User", "UserSource", "SingleUser", "FileUsers", "TableUsers", "users_from_config"]
 
@@ -53,40 +50,26 @@ class SingleUser(UserSource):
         return self._user if username == self._user.username else None
 
 
+def _user_list(entries: Any) -> dict[str, User]:
+    if not isinstance(entries, list):
+        raise ValueError("must be a JSON list of users")
+    return {str(e["username"]): User(str(e["username"]), str(e["password"]),
+                                     tuple(str(g) for g in e.get("groups", [])), "")
+            for e in entries}
+
+
 class FileUsers(UserSource):
-    """A JSON list of {"username", "password" (bcrypt), "groups"}; re-read when it changes."""
+    """A JSON list of {"username", "password" (bcrypt), "groups"}, re-read when it changes."""
 
     def __init__(self, path: str):
         super().__init__()
-        self._path = Path(path)
-        self._mtime = -1.0
-        self._users: dict[str, User] = {}
-
-    def _read(self) -> tuple[float, dict[str, User]]:
-        mtime = os.stat(self._path).st_mtime
-        if mtime == self._mtime:
-            return mtime, self._users
-        entries = json.loads(self._path.read_text(encoding="utf-8"))
-        if not isinstance(entries, list):
-            raise ValueError("must be a JSON list of users")
-        users = {}
-        for entry in entries:
-            users[str(entry["username"])] = User(str(entry["username"]), str(entry["password"]),
-                                                 tuple(str(g) for g in entry.get("groups", [])), "")
-        return mtime, users
+        self._file = WatchedJsonFile(path, _user_list, "[api] auth_file", {})
 
     async def load(self) -> None:
-        try:
-            self._mtime, self._users = await asyncio.to_thread(self._read)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError("[api] auth_file", f"cannot read {str(self._path)!r}: {exc}") from None
+        await self._file.load()
 
     async def get(self, username: str) -> User | None:
-        try:
-            await self.load()
-        except ConfigError:
-            pass  # keep the last good file
-        return self._users.get(username)
+        return (await self._file.current()).get(username)
 
 
 class TableUsers(UserSource):

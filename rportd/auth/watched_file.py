@@ -1,0 +1,50 @@
+"""A JSON file that is re-read (off the event loop) whenever its mtime changes; a broken edit
+keeps the last good contents in service. Used by the `auth_file` sources."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from ..errors import ConfigError
+
+__all__ = ["WatchedJsonFile"]
+
+log = logging.getLogger("rportd.auth")
+T = TypeVar("T")
+
+
+class WatchedJsonFile(Generic[T]):
+    def __init__(self, path: str, parse: Callable[[Any], T], setting: str, empty: T):
+        self._path = Path(path)
+        self._parse = parse
+        self._setting = setting
+        self._mtime = -1.0
+        self._value = empty
+
+    def _read(self) -> tuple[float, T]:
+        mtime = os.stat(self._path).st_mtime
+        if mtime == self._mtime:
+            return mtime, self._value
+        return mtime, self._parse(json.loads(self._path.read_text(encoding="utf-8")))
+
+    async def load(self) -> T:
+        """The current contents; ConfigError naming the setting when the file is unusable."""
+        try:
+            self._mtime, self._value = await asyncio.to_thread(self._read)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(self._setting, f"cannot read {str(self._path)!r}: {exc}") from None
+        return self._value
+
+    async def current(self) -> T:
+        """Like load, but a broken edit keeps the last good contents (and is logged)."""
+        try:
+            return await self.load()
+        except ConfigError as exc:
+            log.error("%s; still using its previous contents", exc)
+            return self._value
