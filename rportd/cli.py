@@ -66,10 +66,10 @@ async def _migrate(args: argparse.Namespace) -> int:
             for migration in await migrate_down(store, args.down):
                 print(f"reverted {migration.version:04d}_{migration.name}")
         else:
-            applied = await migrate_up(store)
-            for migration in applied:
+            done = await migrate_up(store)
+            for migration in done:
                 print(f"applied {migration.version:04d}_{migration.name}")
-            if not applied:
+            if not done:
                 print("schema is up to date")
     finally:
         await store.close()

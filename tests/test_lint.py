@@ -1,4 +1,4 @@
-"""The code style is part of the suite: `ruff check` over the repository must be clean."""
+"""Code checks are part of the suite: ruff over the repository, mypy --strict over rportd/."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ruff_is_clean() -> None:
     result = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)],
                             capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy", str(ROOT / "rportd")],
+                            capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -83,7 +83,7 @@ class RportClientConnection(RportVersionMixin, SSHClientConnection):
 
     def _process_check_port_global_request(self, packet: SSHPacket) -> None:
         payload = bytes(packet.get_remaining_payload())
-        self.create_task(_answer_check_port(self, payload), log)
+        self.create_task(_answer_check_port(self, payload), self.logger)
 
     def _process_run_cmd_global_request(self, packet: SSHPacket) -> None:
         reply_global(self, False, b"remote commands execution is disabled")

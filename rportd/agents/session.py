@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
@@ -81,14 +81,18 @@ class RportServerConnection(RportVersionMixin, SSHServerConnection):
 
     rport_version = SERVER_VERSION
 
+    @property
+    def _session(self) -> AgentSession:
+        return cast("AgentSession", self._owner)
+
     def _process_new_connection_global_request(self, packet: SSHPacket) -> None:
-        self._owner.on_new_connection(bytes(packet.get_remaining_payload()))
+        self._session.on_new_connection(bytes(packet.get_remaining_payload()))
 
     def _process_ping_global_request(self, packet: SSHPacket) -> None:
-        self._owner.on_ping()
+        self._session.on_ping()
 
     def _process_cmd_result_global_request(self, packet: SSHPacket) -> None:
-        self._owner.on_cmd_result(bytes(packet.get_remaining_payload()))
+        self._session.on_cmd_result(bytes(packet.get_remaining_payload()))
 
 
 class AgentSession(asyncssh.SSHServer):
@@ -106,7 +110,7 @@ class AgentSession(asyncssh.SSHServer):
         self._timeout: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ asyncssh hooks
-    def connection_made(self, conn: SSHServerConnection) -> None:  # type: ignore[override]
+    def connection_made(self, conn: SSHServerConnection) -> None:
         self._conn = conn
         self._services.connections.add(conn)
 
@@ -117,7 +121,7 @@ class AgentSession(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return True
 
-    async def validate_password(self, username: str, password: str) -> bool:  # type: ignore[override]
+    async def validate_password(self, username: str, password: str) -> bool:
         """Awaitable; the username is the client auth id. False on any doubt."""
         auth = self._services.client_auth
         credential = await auth.authenticate(username, password) if auth else None

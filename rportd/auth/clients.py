@@ -89,7 +89,8 @@ class FileClientAuth(ClientAuth):
 
     def __init__(self, path: str):
         super().__init__()
-        self._file = WatchedJsonFile(path, _id_password_map, "[server] auth_file", {})
+        self._file: WatchedJsonFile[dict[str, str]] = WatchedJsonFile(
+            path, _id_password_map, "[server] auth_file", {})
 
     async def load(self) -> None:
         await self._file.load()

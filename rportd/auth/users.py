@@ -63,7 +63,8 @@ class FileUsers(UserSource):
 
     def __init__(self, path: str):
         super().__init__()
-        self._file = WatchedJsonFile(path, _user_list, "[api] auth_file", {})
+        self._file: WatchedJsonFile[dict[str, User]] = WatchedJsonFile(
+            path, _user_list, "[api] auth_file", {})
 
     async def load(self) -> None:
         await self._file.load()

@@ -79,7 +79,7 @@ async def migrate_up(store: Store) -> list[Migration]:
 async def migrate_down(store: Store, steps: int) -> list[Migration]:
     """Revert the newest `steps` applied migrations, newest first."""
     done = await applied_versions(store)
-    reverted = []
+    reverted: list[Migration] = []
     for migration in reversed(available(store.dialect)):
         if len(reverted) == steps:
             break

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asyncssh import SSHTCPSession
 from asyncssh.channel import SSHTCPChannel
 from asyncssh.connection import (
     _MAX_BANNER_LINE_LEN,
@@ -18,7 +19,6 @@ from asyncssh.connection import (
 )
 from asyncssh.constants import MSG_REQUEST_FAILURE, MSG_REQUEST_SUCCESS
 from asyncssh.misc import ProtocolError, ProtocolNotSupported
-from asyncssh.stream import SSHTCPSession
 
 __all__ = ["SERVER_VERSION", "CLIENT_VERSION", "RportVersionMixin", "reply_global",
            "send_global_request", "open_rport_channel", "WINDOW", "MAX_PACKET"]

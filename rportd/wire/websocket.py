@@ -69,7 +69,7 @@ class FrameParser:
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         self._buf += data
-        frames = []
+        frames: list[tuple[int, bytes]] = []
         while True:
             frame = self._next()
             if frame is None:
