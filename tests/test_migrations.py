@@ -178,3 +178,18 @@ def test_rportd_migrate_command(config_file: Path, tmp_path: Path) -> None:
     assert migrate("--down", "2") == "reverted 0003_api_tokens\nreverted 0002_client_registry\n"
     assert "0002_client_registry\tpending" in migrate("--status")
     assert migrate() == "applied 0002_client_registry\napplied 0003_api_tokens\n"
+
+
+@pytest.mark.mysql
+async def test_mysql_over_a_unix_socket(mysql_db: str) -> None:
+    socket_path = "/run/mysqld/mysqld.sock"
+    if not Path(socket_path).exists():
+        pytest.skip("no local MariaDB socket")  # TCP is covered everywhere else
+    config = DatabaseConfig("mysql", f"socket:{socket_path}", MYSQL_USER, MYSQL_PASSWORD,
+                            mysql_db)
+    store = await open_store(config)
+    try:
+        await migrate_up(store)
+        assert await store.table_columns("users") == ["username", "password", "tenant"]
+    finally:
+        await store.close()
