@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import socket
 
 import asyncssh
 from aiohttp import WSMsgType, web
@@ -44,6 +45,7 @@ async def handle_agent(request: web.Request) -> web.StreamResponse:
         return web.Response(status=404, body=b"")
     await ws.prepare(request)
     assert request.transport is not None
+    _keepalive(request.transport.get_extra_info("socket"))
     peer = request.remote or ""
     transport = WebSocketTransport(request.transport, mask=False)
     await _run_ssh(request.app, ws, transport, peer)
@@ -70,6 +72,18 @@ async def _run_ssh(app: web.Application, ws: web.WebSocketResponse,
         if reader is not None:
             reader.cancel()
         transport.lost(None)
+
+
+def _keepalive(sock: socket.socket | None) -> None:
+    """rport-v1 has no server-side liveness check; TCP keepalive finds agents whose network
+    vanished without a FIN (after about 2 minutes) so their tunnels and state are released."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 15)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
 
 
 async def _pump(ws: web.WebSocketResponse, transport: WebSocketTransport) -> None:

@@ -220,8 +220,13 @@ class AgentSession(asyncssh.SSHServer):
         except RportdError as exc:
             self._refuse(f"can't create tunnel: {exc.detail or exc}")
             return
-        log.info("client %s connected (tenant %r, auth id %r) from %s", client_id, tenant,
-                 self.credential.id, self._address)
+        if server.multi_tenancy and not tenant:
+            log.warning("client %s connected with credential %r, which has no tenant: it is "
+                        "orphaned, invisible to every API user; give the credential a tenant",
+                        client_id, self.credential.id)
+        else:
+            log.info("client %s connected (tenant %r, auth id %r) from %s", client_id, tenant,
+                     self.credential.id, self._address)
         self._reply(True, payload=json.dumps([t.remote.to_json() for t in tunnels]).encode())
 
     def _default_client_id(self, details: dict[str, Any]) -> str:
