@@ -37,6 +37,14 @@ def start_rportd(config: str, workdir: Path, log_name: str = "rportd.log") -> su
                             stdout=log, stderr=log)
 
 
+def start_agent(agent_port: int, client_id: str, remote: str,
+                auth: str = "bench:bench") -> subprocess.Popen[bytes]:
+    """Our `rport` agent with one tunnel, quiet."""
+    return subprocess.Popen([sys.executable, "-m", "rportd.agent.cli", "--auth", auth, "--id",
+                             client_id, f"127.0.0.1:{agent_port}", remote],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

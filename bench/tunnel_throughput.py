@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, start_rportd, stop, wait_port, workdir  # noqa: E402
+from _common import free_port, start_agent, start_rportd, stop, wait_port, workdir  # noqa: E402
 
 CHUNK = 1 << 20
 
@@ -96,10 +96,7 @@ log_level = "error"
         for mode in ("down", "up"):
             target = Target(mode, size)
             lport = free_port()
-            agent = subprocess.Popen(
-                [sys.executable, "-m", "rportd.agent.cli", "--auth", "bench:bench", "--id", mode,
-                 f"127.0.0.1:{agent_port}", f"127.0.0.1:{lport}:127.0.0.1:{target.port}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            agent = start_agent(agent_port, mode, f"127.0.0.1:{lport}:127.0.0.1:{target.port}")
             try:
                 wait_port(lport)
                 results[mode] = size / measure(lport, mode, size) / 1e6

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, start_rportd, stop, wait_port, workdir  # noqa: E402
+from _common import free_port, start_agent, start_rportd, stop, wait_port, workdir  # noqa: E402
 from tunnel_throughput import CHUNK, Target, measure  # noqa: E402
 
 
@@ -48,10 +48,7 @@ log_level = "error"
 """, tmp)
     target = Target("down", size)
     lport = free_port()
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "rportd.agent.cli", "--auth", "bench:bench", "--id", "t",
-         f"127.0.0.1:{agent_port}", f"127.0.0.1:{lport}:127.0.0.1:{target.port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agent = start_agent(agent_port, "t", f"127.0.0.1:{lport}:127.0.0.1:{target.port}")
     try:
         wait_port(api_port)
         wait_port(lport)
