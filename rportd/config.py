@@ -29,7 +29,6 @@ __all__ = [
     "load_config",
     "build_config",
     "parse_duration",
-    "format_duration",
     "parse_port_ranges",
     "validate_identifier",
     "example_config",
@@ -208,15 +207,6 @@ def parse_duration(text: str, setting: str) -> float:
     if pos == 0 or pos != len(value):
         raise ConfigError(setting, f"{text!r} is not a duration; write it like \"5s\", \"90m\" or \"1h\"")
     return total
-
-
-def format_duration(seconds: float) -> str:
-    """The inverse of parse_duration for whole seconds, as rport writes durations."""
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
-    return "".join(parts) or "0s"
 
 
 def parse_port_ranges(items: list[str], setting: str) -> tuple[PortRange, ...]:

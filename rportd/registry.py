@@ -1,7 +1,7 @@
 """Connected and recently lost clients, keyed by (tenant, client id), persisted across restarts.
 
-Every read takes a `Scope` (tenancy.py): there is no call that lists clients without one, except
-the operator-only `count_all`. Another tenant's client is indistinguishable from a missing one.
+Every read takes a `Scope` (tenancy.py): there is no call that lists clients without one.
+Another tenant's client is indistinguishable from a missing one.
 """
 
 from __future__ import annotations
@@ -204,12 +204,6 @@ class Registry:
         clients = self.list(scope)
         connected = sum(1 for r in clients if r.connected)
         return connected, len(clients) - connected
-
-    def count_all(self) -> tuple[int, int]:
-        """Operator-only totals across tenants (orphans included); never a listing."""
-        records = list(self._all())
-        connected = sum(1 for r in records if r.connected)
-        return connected, len(records) - connected
 
     def _all(self) -> Iterator[ClientRecord]:
         for clients in self._by_tenant.values():

@@ -15,7 +15,7 @@ from .config import Config
 from .errors import ConfigError
 from .store import Store
 
-__all__ = ["Scope", "normalize_tenant", "check_tenancy_schema", "ALL_TENANTS"]
+__all__ = ["Scope", "normalize_tenant", "check_tenancy_schema"]
 
 
 def normalize_tenant(value: Any) -> str:
@@ -37,18 +37,10 @@ class Scope:
     def sees_nothing(self) -> bool:
         return self.tenant == ""
 
-    def allows(self, client_tenant: str) -> bool:
-        """Rule 2 and 5: orphaned clients are seen by nobody; otherwise tenants must match."""
-        if self.tenant is None:
-            return True
-        return bool(self.tenant) and client_tenant == self.tenant
-
     @classmethod
     def for_user(cls, multi_tenancy: bool, user_tenant: str) -> Scope:
         return cls(normalize_tenant(user_tenant) if multi_tenancy else None)
 
-
-ALL_TENANTS = Scope(None)
 
 _REQUIRED_COLUMNS = {
     "[server] auth_table": ("id", "password", "tenant"),

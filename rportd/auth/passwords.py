@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from passlib.hash import bcrypt as _bcrypt
 
-__all__ = ["is_bcrypt", "hash_password", "verify_password", "VerifyCache", "random_password"]
+__all__ = ["is_bcrypt", "hash_password", "VerifyCache", "random_password"]
 
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 
@@ -68,7 +68,3 @@ class VerifyCache:
                 self._ok.popitem(last=False)
         return ok
 
-
-async def verify_password(password: str, stored: str) -> bool:
-    """One-off check without caching."""
-    return await asyncio.to_thread(_verify_blocking, password, stored)

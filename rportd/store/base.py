@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from ..config import DatabaseConfig
@@ -82,11 +81,3 @@ async def open_store(db: DatabaseConfig) -> Store:
         return await MySQLStore.open(db)
     raise StoreError(f"unknown db_type {db.db_type!r}")
 
-
-@asynccontextmanager
-async def opened(db: DatabaseConfig) -> AsyncIterator[Store]:
-    store = await open_store(db)
-    try:
-        yield store
-    finally:
-        await store.close()
