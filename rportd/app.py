@@ -131,7 +131,7 @@ class Runtime:
         self._sites.clear()
         await self.registry.disconnect_all()  # persisted before the store closes
         self.agents.close_pending()
-        await self.agents.wait_cleanups()
+        await self.agents.wait_tasks()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -313,3 +313,31 @@ def test_restart_reconnects_agents_and_brings_tunnels_back(tmp_path: Path,
     sent, echoed = carry(int(tunnel["lport"]), 1 << 20)
     assert sent == echoed
     target.close()
+
+
+def test_refused_registration_keeps_the_clients_tunnels(tmp_path: Path,
+                                                        procs: list[object]) -> None:
+    from .helpers import http
+
+    rportd = Rportd(tmp_path, {"server": {"auth": "c1:secret"},
+                               "api": {"auth": "admin:foobaz"}}).start()
+    procs.append(rportd)
+    agent = Agent(tmp_path, rportd.url, "c1:secret", "--id", "keep")
+    procs.append(agent.start())
+    agent.wait_connected()
+    made = http(rportd.api_port, "PUT", "/api/v1/clients/keep/tunnels?remote=22&check_port=0",
+                basic=("admin", "foobaz"))
+    assert made.status == 200, made.body
+    agent.stop()
+    wait_for(lambda: not connected(own_db(tmp_path), "keep"), what="keep disconnected")
+    busy = socket.create_server(("127.0.0.1", 0))
+    again = Agent(tmp_path, rportd.url, "c1:secret", "--id", "keep", name="busy",
+                  remotes=(f"127.0.0.1:{busy.getsockname()[1]}:127.0.0.1:22",))
+    procs.append(again.start())
+    assert again.wait_exit() == 0
+    assert "can't create tunnel" in again.log_text()
+    busy.close()
+    wait_for(lambda: persisted_clients(own_db(tmp_path))["keep"]["disconnected_at"],
+             what="keep recorded as disconnected")
+    kept = persisted_clients(own_db(tmp_path))["keep"]["tunnels"]
+    assert [t["lport"] for t in kept] == [made.json()["data"]["lport"]]

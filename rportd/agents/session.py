@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -54,16 +55,17 @@ class AgentServices:
     ports_in_use: set[int] = field(default_factory=set)  # lports of every live tunnel
     traffic: TrafficMeter = field(default_factory=TrafficMeter)
     connections: set[SSHServerConnection] = field(default_factory=set)  # incl. unregistered
-    cleanups: set[asyncio.Task[None]] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # registrations, cleanups
 
-    def track_cleanup(self, task: asyncio.Task[None]) -> None:
-        self.cleanups.add(task)
-        task.add_done_callback(self.cleanups.discard)
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    async def wait_cleanups(self) -> None:
-        """Shutdown: let every lost session record itself before the store closes."""
-        if self.cleanups:
-            await asyncio.wait(set(self.cleanups), timeout=5)
+    async def wait_tasks(self) -> None:
+        """Shutdown: let every session finish recording itself before the store closes."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=5)
 
     def session_of(self, record: ClientRecord) -> AgentSession | None:
         """The live session of a client the caller was already allowed to see."""
@@ -144,7 +146,7 @@ class AgentSession(asyncssh.SSHServer):
         self._on_auth_done.set()
         if self._timeout:
             self._timeout.cancel()
-        self._services.track_cleanup(asyncio.get_running_loop().create_task(self._cleanup()))
+        self._services.spawn(self._cleanup())
 
     # ------------------------------------------------------------------ rport-v1 requests
     def on_new_connection(self, payload: bytes) -> None:
@@ -165,7 +167,7 @@ class AgentSession(asyncssh.SSHServer):
             return
         self._registering = True
         client_id = str(request.get("ID") or "")
-        asyncio.get_running_loop().create_task(self._register(client_id, details, remotes))
+        self._services.spawn(self._register_or_refuse(client_id, details, remotes))
 
     def on_ping(self) -> None:
         if self.record is None:
@@ -196,6 +198,15 @@ class AgentSession(asyncssh.SSHServer):
                      REGISTRATION_TIMEOUT)
             self._conn.close()
 
+    async def _register_or_refuse(self, client_id: str, details: dict[str, Any],
+                                  remotes: list[Remote]) -> None:
+        """The agent waits for an answer to new_connection: it gets one even on a bug."""
+        try:
+            await self._register(client_id, details, remotes)
+        except Exception:
+            log.exception("agent %s: registration failed", self._address)
+            self._refuse("server error while registering the client; see the server log")
+
     async def _register(self, client_id: str, details: dict[str, Any],
                         remotes: list[Remote]) -> None:
         assert self.credential is not None
@@ -209,10 +220,6 @@ class AgentSession(asyncssh.SSHServer):
         except IdTaken as exc:
             log.info("agent %s: %s", self._address, exc.detail)
             self._refuse(exc.detail)
-            return
-        except RportdError as exc:
-            log.error("agent %s: registration failed: %s", self._address, exc)
-            self._refuse("server error while registering the client; see the server log")
             return
         self.record = record
         try:
@@ -241,15 +248,20 @@ class AgentSession(asyncssh.SSHServer):
     async def _establish(self, requested: list[Remote], record: ClientRecord) -> list[Tunnel]:
         """Set up the tunnels asked for now, then bring back the ones the client had before.
         A requested random-port tunnel that existed before gets its old port back if free."""
-        previous = [Remote.from_json(t) for t in record.tunnels]
+        kept = record.tunnels
+        previous = [Remote.from_json(t) for t in kept]
         record.tunnels = []
         made = []
-        for remote in requested:
-            earlier = _take_matching(previous, remote)
-            if earlier is not None and not remote.lport:
-                remote = Remote(**{**remote.__dict__, "lhost": earlier.lhost,
-                                   "lport": earlier.lport, "lport_random": True})
-            made.append(await self.add_tunnel(remote, check=False, persist=False))
+        try:
+            for remote in requested:
+                earlier = _take_matching(previous, remote)
+                if earlier is not None and not remote.lport:
+                    remote = Remote(**{**remote.__dict__, "lhost": earlier.lhost,
+                                       "lport": earlier.lport, "lport_random": True})
+                made.append(await self.add_tunnel(remote, check=False, persist=False))
+        except RportdError:
+            record.tunnels = kept  # a refused registration must not forget the old tunnels
+            raise
         for remote in previous:
             try:
                 made.append(await self.add_tunnel(remote, check=False, persist=False))
