@@ -1,5 +1,8 @@
 """A JSON file that is re-read (off the event loop) whenever its mtime changes; a broken edit
-keeps the last good contents in service. Used by the `auth_file` sources."""
+keeps the last good contents in service. Used by the `auth_file` sources.
+
+The mtime is looked at most once a second: the check itself is a thread hop, and it sits on
+every API request and agent login. An edit takes effect within a second."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ __all__ = ["WatchedJsonFile"]
 
 log = logging.getLogger("rportd.auth")
 T = TypeVar("T")
+_RECHECK = 1.0
 
 
 class WatchedJsonFile(Generic[T]):
@@ -25,6 +29,7 @@ class WatchedJsonFile(Generic[T]):
         self._parse = parse
         self._setting = setting
         self._mtime = -1.0
+        self._checked = float("-inf")  # loop time of the last stat
         self._value = empty
 
     def _read(self) -> tuple[float, T]:
@@ -43,6 +48,10 @@ class WatchedJsonFile(Generic[T]):
 
     async def current(self) -> T:
         """Like load, but a broken edit keeps the last good contents (and is logged)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._checked < _RECHECK:
+            return self._value
+        self._checked = now
         try:
             return await self.load()
         except ConfigError as exc:
