@@ -40,7 +40,7 @@ def start_rportd(config: str, workdir: Path, log_name: str = "rportd.log") -> su
 def start_agent(agent_port: int, client_id: str, remote: str,
                 auth: str = "bench:bench") -> subprocess.Popen[bytes]:
     """Our `rport` agent with one tunnel, quiet."""
-    return subprocess.Popen([sys.executable, "-m", "rportd.agent.cli", "--auth", auth, "--id",
+    return subprocess.Popen([sys.executable, "-m", "rportd.client.cli", "--auth", auth, "--id",
                              client_id, f"127.0.0.1:{agent_port}", remote],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

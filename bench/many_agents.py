@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, start_rportd, stop, wait_port, workdir  # noqa: E402
 
-from rportd.agent.client import AgentSettings, open_ssh, register  # noqa: E402
-from rportd.agent.websocket import parse_server  # noqa: E402
+from rportd.client.connection import AgentSettings, open_ssh, register  # noqa: E402
+from rportd.client.websocket import parse_server  # noqa: E402
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:bench-admin").decode()}
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from .errors import BadRequest, Conflict, NotFound
 from .store import Store
 from .tenancy import Scope
+from .tunnel_spec import Remote
 
 __all__ = ["ClientRecord", "Registry", "ClientSession", "IdTaken", "utcnow_iso"]
 
@@ -32,9 +33,18 @@ def utcnow_iso() -> str:
 
 
 class ClientSession(Protocol):
-    """What the registry needs of a live agent connection (agents/session.py implements it)."""
+    """A live agent connection as the registry and the API see it (agent_port/session.py
+    implements it); the API reaches agents only through this."""
 
     def close(self) -> None: ...
+
+    async def open_tunnel(self, remote: Remote, *, check: bool) -> dict[str, Any]:
+        """Listen for `remote` and forward to the agent; the tunnel's JSON. Raises RportdError."""
+        ...
+
+    async def remove_tunnel(self, tunnel_id: str) -> bool:
+        """Close a live tunnel; False when the client has no such tunnel."""
+        ...
 
 
 class IdTaken(Conflict):

@@ -1,4 +1,5 @@
-"""The composition root: checks the database, wires registry, agent listener and API, runs them."""
+"""The composition root: checks the database, then builds and runs the registry, the agent port
+and the API. The only module that imports both the API and the agent port."""
 
 from __future__ import annotations
 
@@ -6,16 +7,33 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any
 
+from aiohttp import web
+
+from .agent_port.listener import build_agent_app
+from .agent_port.session import AgentServices
+from .api.app import build_api
+from .api.auth import Authenticator
+from .api.context import ApiContext
+from .auth.clients import FileClientAuth, client_auth_from_config
+from .auth.tokens import TokenIssuer, load_or_create_secret
+from .auth.users import FileUsers, users_from_config
 from .bootstrap import create_first_credentials
 from .config import Config
 from .errors import ConfigError
+from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
+from .registry import Registry
 from .store import Store, open_store
 from .store.migrate import migrate_up, status
 from .tenancy import check_tenancy_schema
+from .tunnel_spec import PortPool
+from .wire.hostkey import derive_key_from_seed, fingerprint, load_or_create_host_key
 
-__all__ = ["serve", "prepare_database"]
+__all__ = ["serve", "prepare_database", "Runtime"]
 
 log = logging.getLogger("rportd")
 
@@ -43,8 +61,6 @@ async def serve(config: Config, on_ready: Callable[[], Awaitable[None]] | None =
         await prepare_database(config, store)
         if config.embedded:
             await create_first_credentials(config, store)
-        from .app import Runtime  # after the checks: nothing listens before they pass
-
         async with Runtime(config, store) as runtime:
             await runtime.start()
             _tune_gc()
@@ -72,3 +88,113 @@ async def _wait_for_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Runtime:
+    """Registry, agent listener and API of one rportd process."""
+
+    def __init__(self, config: Config, store: Store):
+        self.config = config
+        self.store = store
+        self._runners: list[web.AppRunner] = []
+        self._sites: list[web.TCPSite] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        server = config.server
+        self.registry = Registry(store, server.keep_lost_clients)
+        self.host_key = (derive_key_from_seed(server.key_seed) if server.key_seed
+                         else load_or_create_host_key(server.data_dir))
+        self.fingerprint = fingerprint(self.host_key)
+        # Things that can fail on a bad setting are loaded before anything listens.
+        api = config.api
+        self._api_tls = tls_context(api.cert_file, api.key_file) if api.address else None
+        self._api_access_log = (access_logger(api.access_log_file)
+                                if api.address and api.access_log_file else None)
+        self.users = users_from_config(config, store)
+        self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
+                                    PortPool(server.used_ports, server.excluded_ports))
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def _listen(self, app: web.Application, address: str, *,
+                      ssl_context: ssl.SSLContext | None = None,
+                      access_log: logging.Logger | None = None) -> None:
+        runner = web.AppRunner(app, access_log=access_log, handle_signals=False,
+                               shutdown_timeout=2.0, access_log_format=COMBINED_LOG_FORMAT)
+        await runner.setup()
+        self._runners.append(runner)
+        host, port = _split(address)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        self._sites.append(site)
+        log.info("listening on %s", address)
+
+    async def start(self) -> None:
+        # auth files must be readable before anything listens (a ConfigError exits 1)
+        for source in (self.agents.client_auth, self.users):
+            if isinstance(source, FileClientAuth | FileUsers):
+                await source.load()
+        await self.registry.load()
+        if self.agents.client_auth is None:
+            log.warning("no client auth source is set ([server] auth, auth_file or auth_table): "
+                        "no agent can log in")
+        await self._listen(build_agent_app(self.agents, self.host_key), self.config.server.address)
+        log.info("host key fingerprint %s", self.fingerprint)
+        self._spawn(self._expire_lost_clients())
+        if self.config.api.address:
+            await self._start_api()
+
+    async def _start_api(self) -> None:
+        api = self.config.api
+        users = self.users
+        if users is None:
+            log.warning("no API user auth source is set ([api] auth, auth_file or "
+                        "auth_user_table): every API request will be refused")
+        tokens = TokenIssuer(load_or_create_secret(api.jwt_secret, self.config.server.data_dir),
+                             self.store)
+        await tokens.load_revocations()
+        authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy)
+        await self._listen(build_api(self._api_context(), authenticator), api.address,
+                           ssl_context=self._api_tls, access_log=self._api_access_log)
+
+    def _api_context(self) -> ApiContext:
+        return ApiContext(self.config, self.registry, self.agents.client_auth, self.agents.ports,
+                          self.agents.traffic, self.fingerprint, self.connect_url)
+
+    @property
+    def connect_url(self) -> str:
+        return self.config.server.url or f"http://{self.config.server.address}"
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _expire_lost_clients(self) -> None:
+        interval = min(60.0, max(1.0, self.config.server.keep_lost_clients / 10))
+        while True:
+            await asyncio.sleep(interval)
+            await self.registry.expire()
+
+    async def stop(self) -> None:
+        """Stop accepting, hang up on agents (recorded as disconnected), then close listeners."""
+        for task in list(self._tasks):
+            task.cancel()
+        for site in self._sites:
+            await site.stop()
+        self._sites.clear()
+        await self.registry.disconnect_all()  # persisted before the store closes
+        self.agents.close_pending()
+        await self.agents.wait_tasks()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()

@@ -107,7 +107,7 @@ class Agent:
 
     def start(self) -> Agent:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "rportd.agent.cli", *self.args],
+            self.proc = subprocess.Popen([sys.executable, "-m", "rportd.client.cli", *self.args],
                                          stdout=log, stderr=log, env=_env())
         return self
 

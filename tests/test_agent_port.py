@@ -10,9 +10,9 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from rportd.agent.client import AgentSettings, open_ssh
-from rportd.agent.websocket import connect_websocket, parse_server
-from rportd.agents.hostkey import derive_key_from_seed, fingerprint
+from rportd.client.connection import AgentSettings, open_ssh
+from rportd.client.websocket import connect_websocket, parse_server
+from rportd.wire.hostkey import derive_key_from_seed, fingerprint
 from rportd.wire.ssh import send_global_request
 from rportd.wire.websocket import build_frame
 

@@ -22,7 +22,7 @@ def test_mypy_strict_is_clean() -> None:
 
 
 def test_rport_example_conf_is_read_by_the_agent(tmp_path: Path) -> None:
-    from rportd.agent.cli import _parser, settings_from
+    from rportd.client.cli import _parser, settings_from
 
     args = _parser().parse_args(["-c", str(ROOT / "rport.example.conf")])
     settings, _ = settings_from(args)

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from rportd.agents.tunnels import Acl, parse_remote_spec
 from rportd.errors import BadRequest
+from rportd.tunnel_spec import Acl, parse_remote_spec
 from rportd.wire.pipe import TrafficMeter
 from rportd.wire.websocket import FrameParser, ProtocolViolation, build_frame
 

@@ -7,7 +7,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -16,13 +15,10 @@ from ..errors import NotFound, RportdError
 from ..wire.pipe import TrafficMeter
 from . import auth, clients, clients_auth
 from .auth import AUTHENTICATOR, CALLER, Authenticator
-from .clients import RUNTIME
+from .context import CONTEXT, ApiContext
 from .openapi import openapi_spec
 
-if TYPE_CHECKING:
-    from ..app import Runtime
-
-__all__ = ["build_api", "RUNTIME", "ROUTES"]
+__all__ = ["build_api", "ROUTES"]
 
 log = logging.getLogger("rportd.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -100,12 +96,12 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    connected, disconnected = runtime.registry.counts(request[CALLER].scope)
+    ctx = request.app[CONTEXT]
+    connected, disconnected = ctx.registry.counts(request[CALLER].scope)
     return web.json_response({"data": {
         "version": __version__, "clients_connected": connected,
-        "clients_disconnected": disconnected, "fingerprint": runtime.fingerprint,
-        "connect_url": runtime.connect_url, "multi_tenancy": runtime.config.server.multi_tenancy,
+        "clients_disconnected": disconnected, "fingerprint": ctx.fingerprint,
+        "connect_url": ctx.connect_url, "multi_tenancy": ctx.config.server.multi_tenancy,
     }})
 
 
@@ -132,19 +128,19 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 )
 
 
-def build_api(runtime: Runtime, authenticator: Authenticator) -> web.Application:
-    app = web.Application(client_max_size=runtime.config.api.max_request_bytes,
+def build_api(ctx: ApiContext, authenticator: Authenticator) -> web.Application:
+    app = web.Application(client_max_size=ctx.config.api.max_request_bytes,
                           middlewares=[data_plane_first, error_middleware,
                                        auth.auth_middleware])
-    app[RUNTIME] = runtime
+    app[CONTEXT] = ctx
     app[AUTHENTICATOR] = authenticator
     app[clients.LISTINGS] = clients.ListingCache()
-    app[DATA_PLANE_FIRST] = DataPlaneFirst(runtime.agents.traffic,
-                                           runtime.config.api.rate_while_tunnels_busy)
+    app[DATA_PLANE_FIRST] = DataPlaneFirst(ctx.traffic,
+                                           ctx.config.api.rate_while_tunnels_busy)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    if runtime.config.api.doc_root:
-        app.router.add_get("/{path:.*}", static_files(Path(runtime.config.api.doc_root)))
+    if ctx.config.api.doc_root:
+        app.router.add_get("/{path:.*}", static_files(Path(ctx.config.api.doc_root)))
     return app
 
 

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from ..agents.tunnels import Remote
 from ..errors import BadRequest, NotFound
 from ..registry import ClientRecord
+from ..tunnel_spec import Remote
 from .auth import CALLER
-
-if TYPE_CHECKING:
-    from ..app import Runtime
+from .context import CONTEXT
 
 __all__ = ["ListingCache", "LISTINGS", "list_clients", "get_client", "delete_client",
-           "put_tunnel", "delete_tunnel", "RUNTIME"]
-
-RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+           "put_tunnel", "delete_tunnel"]
 
 FILTERABLE = ("id", "name", "os", "hostname", "tags", "connection_state", "os_kernel",
               "os_family", "client_auth_id")
@@ -69,8 +65,8 @@ def _sort(bodies: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
 
 
 def _client_json(request: web.Request, record: ClientRecord) -> dict[str, Any]:
-    runtime = request.app[RUNTIME]
-    return record.to_json(with_tenant=runtime.config.server.multi_tenancy)
+    ctx = request.app[CONTEXT]
+    return record.to_json(with_tenant=ctx.config.server.multi_tenancy)
 
 
 class ListingCache:
@@ -95,7 +91,7 @@ LISTINGS: web.AppKey[ListingCache] = web.AppKey("listings")
 
 
 async def list_clients(request: web.Request) -> web.Response:
-    scope, registry = request[CALLER].scope, request.app[RUNTIME].registry
+    scope, registry = request[CALLER].scope, request.app[CONTEXT].registry
     key, version = (scope.tenant, request.query_string), registry.version(scope)
     body = request.app[LISTINGS].get(key, version)
     if body is None:
@@ -106,7 +102,7 @@ async def list_clients(request: web.Request) -> web.Response:
 
 def _listing(request: web.Request) -> dict[str, Any]:
     filters, (limit, offset) = _filters(request.query), _page(request.query)
-    bodies = [_client_json(request, r) for r in request.app[RUNTIME].registry.list(
+    bodies = [_client_json(request, r) for r in request.app[CONTEXT].registry.list(
         request[CALLER].scope)]
     for field, patterns in filters.items():
         bodies = [b for b in bodies if _matches(b, field, patterns)]
@@ -117,7 +113,7 @@ def _listing(request: web.Request) -> dict[str, Any]:
 
 
 def _record(request: web.Request) -> ClientRecord:
-    return request.app[RUNTIME].registry.get(request[CALLER].scope, request.match_info["id"])
+    return request.app[CONTEXT].registry.get(request[CALLER].scope, request.match_info["id"])
 
 
 async def get_client(request: web.Request) -> web.Response:
@@ -125,7 +121,7 @@ async def get_client(request: web.Request) -> web.Response:
 
 
 async def delete_client(request: web.Request) -> web.Response:
-    await request.app[RUNTIME].registry.delete(request[CALLER].scope, request.match_info["id"])
+    await request.app[CONTEXT].registry.delete(request[CALLER].scope, request.match_info["id"])
     return web.Response(status=204)
 
 
@@ -157,24 +153,23 @@ async def put_tunnel(request: web.Request) -> web.Response:
     """Create a tunnel: listen on local (or a random pool port) and forward to remote."""
     record = _record(request)
     remote, check = _remote_from_query(request)
-    runtime = request.app[RUNTIME]
-    if remote.lport and runtime.agents.ports.excluded(int(remote.lport)):
+    ctx = request.app[CONTEXT]
+    if remote.lport and ctx.ports.excluded(int(remote.lport)):
         raise BadRequest(f"local port {remote.lport} is in excluded_ports",
                          code="ERR_CODE_LOCAL_PORT_EXCLUDED")
-    session = runtime.agents.session_of(record)
+    session = record.session
     if session is None:
         raise BadRequest("the client is not connected", code="ERR_CODE_CLIENT_NOT_CONNECTED")
-    tunnel = await session.add_tunnel(remote, check=check)
-    return web.json_response({"data": tunnel.to_json()})
+    return web.json_response({"data": await session.open_tunnel(remote, check=check)})
 
 
 async def delete_tunnel(request: web.Request) -> web.Response:
     record = _record(request)
     tunnel_id = request.match_info["tunnel_id"]
-    runtime = request.app[RUNTIME]
-    session = runtime.agents.session_of(record)
+    ctx = request.app[CONTEXT]
+    session = record.session
     removed = (await session.remove_tunnel(tunnel_id) if session is not None
-               else await runtime.registry.forget_tunnel(record, tunnel_id))
+               else await ctx.registry.forget_tunnel(record, tunnel_id))
     if not removed:
         raise NotFound("tunnel not found", code="ERR_CODE_TUNNEL_NOT_FOUND")
     return web.Response(status=204)

@@ -11,7 +11,7 @@ from aiohttp import web
 from ..auth.passwords import hash_password
 from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
 from .auth import CALLER
-from .clients import RUNTIME
+from .context import CONTEXT
 
 __all__ = ["list_credentials", "create_credential", "delete_credential"]
 
@@ -19,15 +19,15 @@ _ID = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
 
 
 def _writable(request: web.Request) -> None:
-    runtime = request.app[RUNTIME]
-    auth = runtime.agents.client_auth
-    if not runtime.config.server.auth_write or auth is None or not auth.writable:
+    ctx = request.app[CONTEXT]
+    auth = ctx.client_auth
+    if not ctx.config.server.auth_write or auth is None or not auth.writable:
         raise MethodNotAllowed("client credentials are read-only (auth_write = false or a "
                                "single/file auth source)", code="ERR_CODE_CLIENT_AUTH_RO")
 
 
 async def list_credentials(request: web.Request) -> web.Response:
-    auth = request.app[RUNTIME].agents.client_auth
+    auth = request.app[CONTEXT].client_auth
     ids = await auth.list_ids(request[CALLER].scope) if auth else []
     return web.json_response({"data": [{"id": auth_id} for auth_id in ids]})
 
@@ -48,7 +48,7 @@ async def create_credential(request: web.Request) -> web.Response:
     if not isinstance(password, str) or not 8 <= len(password) <= 128:
         raise BadRequest("password must be 8-128 characters")
     stored = await asyncio.to_thread(hash_password, password)
-    auth = request.app[RUNTIME].agents.client_auth
+    auth = request.app[CONTEXT].client_auth
     assert auth is not None
     # Credential ids are global (they are SSH usernames): an id taken in any tenant conflicts.
     if not await auth.create(auth_id, stored, caller.scope.tenant or ""):
@@ -58,14 +58,14 @@ async def create_credential(request: web.Request) -> web.Response:
 
 async def delete_credential(request: web.Request) -> web.Response:
     _writable(request)
-    runtime, caller = request.app[RUNTIME], request[CALLER]
+    ctx, caller = request.app[CONTEXT], request[CALLER]
     auth_id = request.match_info["id"]
-    in_use = [r.id for r in runtime.registry.list(caller.scope)
+    in_use = [r.id for r in ctx.registry.list(caller.scope)
               if r.connected and r.client_auth_id == auth_id]
     if in_use:
         raise BadRequest(f"credential {auth_id!r} is used by connected client(s) "
                          f"{', '.join(sorted(in_use))}", code="ERR_CODE_CLIENT_AUTH_HAS_CLIENT")
-    auth = runtime.agents.client_auth
+    auth = ctx.client_auth
     assert auth is not None
     if not await auth.delete(auth_id, caller.scope):
         raise NotFound("client auth not found", code="ERR_CODE_CLIENT_AUTH_NOT_FOUND")

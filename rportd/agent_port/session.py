@@ -23,6 +23,7 @@ from ..auth.clients import ClientAuth, ClientCredential
 from ..config import Config
 from ..errors import BadRequest, RportdError
 from ..registry import ClientRecord, IdTaken, Registry
+from ..tunnel_spec import PortPool, Remote, TunnelError
 from ..wire.pipe import Pipe, TrafficMeter
 from ..wire.ssh import (
     SERVER_VERSION,
@@ -31,11 +32,11 @@ from ..wire.ssh import (
     reply_global,
     send_global_request,
 )
-from .tunnels import PortPool, Remote, Tunnel, TunnelError
+from .tunnels import Tunnel
 
 __all__ = ["AgentServices", "AgentSession", "RportServerConnection", "REGISTRATION_TIMEOUT"]
 
-log = logging.getLogger("rportd.agents")
+log = logging.getLogger("rportd.agent_port")
 
 REGISTRATION_TIMEOUT = 10.0
 _LIST_FIELDS = {"IPv4": "ipv4", "IPv6": "ipv6", "Tags": "tags"}
@@ -66,11 +67,6 @@ class AgentServices:
         """Shutdown: let every session finish recording itself before the store closes."""
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=5)
-
-    def session_of(self, record: ClientRecord) -> AgentSession | None:
-        """The live session of a client the caller was already allowed to see."""
-        session = record.session
-        return session if isinstance(session, AgentSession) else None
 
     def close_pending(self) -> None:
         """Shutdown: hang up on every connection, registered or still in its handshake."""
@@ -296,6 +292,9 @@ class AgentSession(asyncssh.SSHServer):
             return bool(answer.get("Open")), str(answer.get("ErrMsg") or "")
         except (ValueError, AttributeError):
             return False, "the client sent an unreadable port check reply"
+
+    async def open_tunnel(self, remote: Remote, *, check: bool) -> dict[str, Any]:
+        return (await self.add_tunnel(remote, check=check)).to_json()
 
     async def add_tunnel(self, remote: Remote, *, check: bool = True,
                          persist: bool = True) -> Tunnel:

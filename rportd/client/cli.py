@@ -9,10 +9,10 @@ import sys
 import tomllib
 from typing import Any
 
-from ..agents.tunnels import parse_remote_spec
 from ..config import parse_duration
 from ..errors import ConfigError, RportdError
-from .client import AgentSettings, run_agent
+from ..tunnel_spec import parse_remote_spec
+from .connection import AgentSettings, run_agent
 from .websocket import parse_server
 
 __all__ = ["main", "settings_from"]

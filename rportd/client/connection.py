@@ -16,7 +16,7 @@ from asyncssh.connection import SSHClientConnection
 from asyncssh.packet import SSHPacket
 
 from .. import __version__
-from ..agents.hostkey import fingerprint
+from ..wire.hostkey import fingerprint
 from ..wire.pipe import Pipe
 from ..wire.ssh import (
     CLIENT_VERSION,

@@ -20,7 +20,7 @@ from .session import AgentServices, AgentSession, RportServerConnection
 
 __all__ = ["build_agent_app", "AGENT_SERVICES"]
 
-log = logging.getLogger("rportd.agents")
+log = logging.getLogger("rportd.agent_port")
 
 AGENT_SERVICES: web.AppKey[AgentServices] = web.AppKey("agent_services")
 _OPTIONS: web.AppKey[asyncssh.SSHServerConnectionOptions] = web.AppKey("ssh_options")
