@@ -73,7 +73,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "check_port_timeout", "duration", "2s",
             "How long an agent may take to check a tunnel's remote port (at most 1m)."),
     Setting("server", "max_concurrent_handshakes", "int", 32,
-            "SSH handshakes run at once; more wait, so a reconnect storm cannot starve the API."),
+            "SSH key exchanges run at once; more wait, so a reconnect storm cannot starve the API."),
+    Setting("server", "max_handshakes_waiting", "int", 512,
+            "Connections that may wait for a key-exchange slot; more are hung up on (the agent "
+            "retries). A wait lasts at most upgrade_timeout."),
+    Setting("server", "upgrade_timeout", "duration", "10s",
+            "Deadline for a new agent connection's WebSocket upgrade and SSH version line, and "
+            "for its wait for a key-exchange slot."),
+    Setting("server", "handshake_timeout", "duration", "10s",
+            "Deadline for the SSH key exchange once it has a slot."),
+    Setting("server", "login_timeout", "duration", "20s",
+            "Deadline from the upgrade until the agent has logged in."),
+    Setting("server", "max_unauthenticated", "int", 2048,
+            "Agent connections not yet logged in, in all; more are refused at once."),
+    Setting("server", "max_unauthenticated_per_address", "int", 256,
+            "Agent connections not yet logged in from one IPv4 address or IPv6 /64."),
     Setting("server", "allow_root", "bool", False, "Allow running as root."),
     Setting("server", "multi_tenancy", "bool", False,
             "Isolate clients and users by the tenant column of the auth tables."),
@@ -101,6 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_KEY = {(s.section, s.key): s for s in SETTINGS}
+_SERVER_DURATIONS = tuple(s.key for s in SETTINGS if s.section == "server" and s.kind == "duration")
 _LOG_LEVELS = ("error", "warning", "info", "debug")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -134,6 +149,12 @@ class ServerConfig:
     max_request_bytes: int
     check_port_timeout: float
     max_concurrent_handshakes: int
+    max_handshakes_waiting: int
+    upgrade_timeout: float
+    handshake_timeout: float
+    login_timeout: float
+    max_unauthenticated: int
+    max_unauthenticated_per_address: int
     allow_root: bool
     multi_tenancy: bool
 
@@ -369,11 +390,20 @@ def _check_misc(server: ServerConfig, api: ApiConfig, log: LoggingConfig) -> Non
         raise ConfigError("[server] max_request_bytes", "must be at least 128")
     if api.rate_while_tunnels_busy < 0:
         raise ConfigError("[api] rate_while_tunnels_busy", "must be 0 (no limit) or more")
-    if server.max_concurrent_handshakes < 1:
-        raise ConfigError("[server] max_concurrent_handshakes", "must be at least 1")
+    _check_agent_port_limits(server)
     _check_address(server.address, "[server] address")
     if api.address:
         _check_address(api.address, "[api] address")
+
+
+def _check_agent_port_limits(server: ServerConfig) -> None:
+    for key in ("max_concurrent_handshakes", "max_handshakes_waiting", "max_unauthenticated",
+                "max_unauthenticated_per_address"):
+        if getattr(server, key) < 1:
+            raise ConfigError(f"[server] {key}", "must be at least 1")
+    for key in ("upgrade_timeout", "handshake_timeout", "login_timeout"):
+        if not 0 < getattr(server, key) <= 600:
+            raise ConfigError(f"[server] {key}", "must be more than 0s and at most 10m")
 
 
 def _check_address(address: str, setting: str) -> None:
@@ -426,7 +456,7 @@ def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bo
                                                      "[server] excluded_ports")
     raw_server["used_ports"] = parse_port_ranges(raw_server["used_ports"], "[server] used_ports")
     raw_server["data_dir"] = Path(raw_server["data_dir"])
-    for key in ("keep_lost_clients", "check_port_timeout"):
+    for key in _SERVER_DURATIONS:
         raw_server[key] = parse_duration(raw_server[key], f"[server] {key}")
     server = ServerConfig(**raw_server)
     api = ApiConfig(**section("api"))

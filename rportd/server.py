@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
@@ -14,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .agent_port.listener import build_agent_app
+from .agent_port.listener import AgentPort
 from .agent_port.session import AgentServices
 from .api.app import build_api
 from .api.auth import Authenticator
@@ -90,6 +91,21 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+def _bind(address: str) -> socket.socket:
+    """A listening TCP socket on host:port (IPv6 when the host is a v6 literal)."""
+    host, port = _split(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
@@ -117,6 +133,7 @@ class Runtime:
         self.users = users_from_config(config, store)
         self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
                                     PortPool(server.used_ports, server.excluded_ports))
+        self.agent_port = AgentPort(self.agents, self.host_key)
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -147,7 +164,8 @@ class Runtime:
         if self.agents.client_auth is None:
             log.warning("no client auth source is set ([server] auth, auth_file or auth_table): "
                         "no agent can log in")
-        await self._listen(build_agent_app(self.agents, self.host_key), self.config.server.address)
+        self.agent_port.start(_bind(self.config.server.address))
+        log.info("listening on %s", self.config.server.address)
         log.info("host key fingerprint %s", self.fingerprint)
         self._spawn(self._expire_lost_clients())
         if self.config.api.address:
@@ -193,7 +211,7 @@ class Runtime:
             await site.stop()
         self._sites.clear()
         await self.registry.disconnect_all()  # persisted before the store closes
-        self.agents.close_pending()
+        await self.agent_port.stop()
         await self.agents.wait_tasks()
         for runner in reversed(self._runners):
             await runner.cleanup()

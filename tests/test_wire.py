@@ -9,11 +9,17 @@ import pytest
 from rportd.errors import BadRequest
 from rportd.tunnel_spec import Acl, parse_remote_spec
 from rportd.wire.pipe import TrafficMeter
-from rportd.wire.websocket import FrameParser, ProtocolViolation, build_frame
+from rportd.wire.websocket import (
+    MAX_FRAME_PAYLOAD,
+    FrameParser,
+    ProtocolViolation,
+    TooLarge,
+    build_frame,
+)
 
 
 @pytest.mark.parametrize("masked", [True, False])
-@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, MAX_FRAME_PAYLOAD])
 def test_frames_round_trip_whatever_the_segmenting(masked: bool, size: int) -> None:
     payload = os.urandom(size)
     wire = build_frame(payload, 2, mask=masked) + build_frame(b"tail", 2, mask=masked)
@@ -31,6 +37,17 @@ def test_frame_parser_refuses_what_rport_never_sends() -> None:
         FrameParser(expect_masked=False).feed(b"\x82\x7f" + (2**40).to_bytes(8, "big"))
     with pytest.raises(ProtocolViolation):
         FrameParser(expect_masked=False).feed(b"\xf2\x00")  # reserved bits
+    with pytest.raises(ProtocolViolation):  # a ping longer than 125 bytes
+        FrameParser(expect_masked=False).feed(build_frame(b"p" * 126, 9, mask=False))
+    with pytest.raises(ProtocolViolation):  # a fragmented ping
+        FrameParser(expect_masked=False).feed(b"\x09\x00")
+
+
+def test_a_frame_over_the_limit_is_refused_from_its_header_alone() -> None:
+    parser = FrameParser(expect_masked=True, max_payload=1000)
+    with pytest.raises(TooLarge):
+        parser.feed(b"\x82\xfe\x03\xe9")  # 1001 bytes announced, none sent
+    assert parser.buffered == 4
 
 
 @pytest.mark.parametrize("spec, expected", [

@@ -48,6 +48,8 @@ class Lifecycle:
         self.state = State.UPGRADING
         self._observer = observer
         self._closing = asyncio.Event()
+        self._keys_exchanged = asyncio.Event()
+        self._progress = asyncio.Event()  # set and replaced on every transition
 
     def advance(self, new: State) -> bool:
         """Move to `new` if the machine allows it from here; False (and no change) otherwise."""
@@ -57,6 +59,9 @@ class Lifecycle:
         self.state = new
         if new is State.CLOSING:
             self._closing.set()
+            self._keys_exchanged.set()  # nobody waits for a handshake that will not finish
+        self._progress.set()
+        self._progress = asyncio.Event()
         if self._observer is not None:
             self._observer(old, new)
         return True
@@ -76,3 +81,16 @@ class Lifecycle:
 
     async def wait_closing(self) -> None:
         await self._closing.wait()
+
+    async def wait_reached(self, state: State) -> None:
+        """Return once the connection is at `state` or beyond (closing counts as beyond)."""
+        while self.state < state:
+            await self._progress.wait()
+
+    def key_exchange_done(self) -> None:
+        """The CPU-heavy part of the handshake is over (the session calls this from begin_auth,
+        the first hook after the key exchange); the listener then frees the handshake slot."""
+        self._keys_exchanged.set()
+
+    async def wait_key_exchange(self) -> None:
+        await self._keys_exchanged.wait()

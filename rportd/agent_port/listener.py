@@ -1,112 +1,256 @@
-"""The agent port: aiohttp accepts `rport-v1` WebSocket upgrades on any path and runs SSH inside.
+"""The agent port: accepts sockets itself, admits them, and runs one owner task per connection.
 
-Anything that is not an upgrade with `Sec-WebSocket-Protocol: rport-v1` gets 404 with an empty
-body, as rport answers. A semaphore bounds concurrent SSH handshakes so a reconnect storm cannot
-starve the API; agents beyond it wait in line, already upgraded.
+The owner task walks the connection through its lifecycle (lifecycle.py) with a deadline at each
+step: the upgrade and the agent's SSH version line, a handshake slot, the key exchange, the login.
+Its `finally` always runs the session's cleanup. Accepting pauses, instead of spinning and logging,
+while the process is out of file descriptors or at its own connection budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import errno
 import logging
+import resource
 import socket
+import time
+from collections.abc import Awaitable
+from typing import Any
 
 import asyncssh
-from aiohttp import WSMsgType, web
 
-from ..wire.websocket import WebSocketTransport
+from ..wire.ssh import SERVER_VERSION
+from .admission import Admission, Busy, Limits
+from .lifecycle import Lifecycle, State
 from .session import AgentServices, AgentSession, RportServerConnection
+from .transport import AgentSocket
 
-__all__ = ["build_agent_app", "AGENT_SERVICES"]
+__all__ = ["AgentPort", "limits_from_config"]
 
 log = logging.getLogger("rportd.agent_port")
 
-AGENT_SERVICES: web.AppKey[AgentServices] = web.AppKey("agent_services")
-_OPTIONS: web.AppKey[asyncssh.SSHServerConnectionOptions] = web.AppKey("ssh_options")
-_HANDSHAKES: web.AppKey[asyncio.Semaphore] = web.AppKey("handshakes")
-_LOGIN_TIMEOUT = 30.0
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_RETRY_ACCEPT = 0.5
+_LOG_EVERY = 10.0
+_FD_RESERVE = 128  # descriptors kept for the database, the API, tunnels and log files
 
 
-def _is_rport_upgrade(request: web.Request) -> bool:
-    return (request.headers.get("Upgrade", "").strip().lower() == "websocket"
-            and request.headers.get("Sec-WebSocket-Protocol", "") == "rport-v1")
+def limits_from_config(services: AgentServices) -> Limits:
+    server = services.config.server
+    return Limits(server.upgrade_timeout, server.handshake_timeout, server.login_timeout,
+                  server.max_concurrent_handshakes, server.max_handshakes_waiting,
+                  server.max_unauthenticated, server.max_unauthenticated_per_address)
 
 
-async def handle_agent(request: web.Request) -> web.StreamResponse:
-    if not _is_rport_upgrade(request):
-        protocol = request.headers.get("Sec-WebSocket-Protocol", "")
-        if protocol.startswith("rport-"):
-            log.info("ignored client connection using protocol %r", protocol)
-        return web.Response(status=404, body=b"")
-    ws = web.WebSocketResponse(protocols=("rport-v1",), autoping=True, max_msg_size=0,
-                               compress=False)
-    if not ws.can_prepare(request).ok:
-        return web.Response(status=404, body=b"")
-    await ws.prepare(request)
-    assert request.transport is not None
-    _keepalive(request.transport.get_extra_info("socket"))
-    peer = request.remote or ""
-    transport = WebSocketTransport(request.transport, mask=False)
-    await _run_ssh(request.app, ws, transport, peer)
-    return ws
+def _raise_fd_limit() -> int:
+    """Use the hard limit on open files (agents are sockets); return the soft limit now set."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
-async def _run_ssh(app: web.Application, ws: web.WebSocketResponse,
-                   transport: WebSocketTransport, peer: str) -> None:
-    services = app[AGENT_SERVICES]
-    auth_done = asyncio.Event()
-    options = copy.copy(app[_OPTIONS])  # shared settings; only the session factory differs
-    options.protocol_factory = lambda: AgentSession(services, peer, auth_done)
-    reader: asyncio.Task[None] | None = None
-    try:
-        async with app[_HANDSHAKES]:
-            conn = RportServerConnection(asyncio.get_running_loop(), options)
-            transport.attach(conn)
-            reader = asyncio.create_task(_pump(ws, transport))
-            waiter = asyncio.create_task(auth_done.wait())
-            await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-        await reader
-    finally:
-        if reader is not None:
-            reader.cancel()
-        transport.lost(None)
+class _Throttled:
+    """Logs one line per interval for a recurring event, with the count since the last line."""
+
+    def __init__(self, message: str):
+        self._message = message
+        self._last = 0.0
+        self._count = 0
+
+    def __call__(self, *args: Any) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= _LOG_EVERY:
+            log.warning(self._message + " (%d times)", *args, self._count)
+            self._last, self._count = now, 0
 
 
-def _keepalive(sock: socket.socket | None) -> None:
+class AgentPort:
+    """The listening socket of `[server] address` and every connection on it."""
+
+    def __init__(self, services: AgentServices, host_key: asyncssh.SSHKey):
+        self.services = services
+        self.admission = Admission(limits_from_config(services))
+        limits = self.admission.limits
+        self._options = asyncssh.SSHServerConnectionOptions(
+            server_host_keys=[host_key], login_timeout=limits.login_timeout, keepalive_interval=0,
+            allow_scp=False, agent_forwarding=False, x11_forwarding=False,
+            server_factory=lambda: None)
+        self._sock: socket.socket | None = None
+        self._accepting = False
+        self._owners: set[asyncio.Task[None]] = set()
+        self._sockets: set[AgentSocket] = set()
+        self._budget = 0
+        self._log_refused = _Throttled("agent port: refused connections over the "
+                                       "unauthenticated limits")
+        self._log_fds = _Throttled("agent port: out of file descriptors (%s); accepting paused")
+
+    # ------------------------------------------------------------------ accepting
+    def start(self, sock: socket.socket) -> None:
+        """Serve on an already bound, listening socket."""
+        self._budget = max(64, _raise_fd_limit() - _FD_RESERVE)
+        sock.setblocking(False)
+        self._sock = sock
+        self._resume_accepting()
+
+    def _resume_accepting(self) -> None:
+        if self._sock is not None and not self._accepting and len(self._sockets) < self._budget:
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept_some)
+            self._accepting = True
+
+    def _pause_accepting(self) -> None:
+        if self._sock is not None and self._accepting:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._accepting = False
+
+    def _accept_some(self) -> None:
+        assert self._sock is not None
+        for _ in range(64):
+            try:
+                conn, address = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._out_of_descriptors(exc)
+                return  # ECONNABORTED and friends: that peer is gone already
+            self._accepted(conn, str(address[0]))
+
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        self._log_fds(exc.strerror)
+        self._pause_accepting()
+        asyncio.get_running_loop().call_later(_RETRY_ACCEPT, self._resume_accepting)
+
+    def _accepted(self, conn: socket.socket, address: str) -> None:
+        if not self.admission.admit(address):
+            self._log_refused()
+            conn.close()
+            return
+        conn.setblocking(False)
+        _keepalive(conn)
+        task = asyncio.get_running_loop().create_task(self._own(conn, address))
+        self._owners.add(task)
+        task.add_done_callback(self._owners.discard)
+        if len(self._owners) >= self._budget:
+            self._pause_accepting()
+
+    # ------------------------------------------------------------------ one connection
+    async def _own(self, conn: socket.socket, address: str) -> None:
+        """The owner of one connection, from accept to closed."""
+        lifecycle = Lifecycle(address, self._observer(address))
+        agent: AgentSocket | None = None
+        session: AgentSession | None = None
+        try:
+            _, agent = await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: AgentSocket(SERVER_VERSION + b"\r\n", lifecycle.close), conn)
+            self._sockets.add(agent)
+            session = await self._handshake(agent, lifecycle)
+            await lifecycle.wait_closing()
+        except (TimeoutError, Busy, ConnectionError, OSError) as exc:
+            log.debug("agent %s: dropped while %s: %s", address, lifecycle.state.name.lower(),
+                      exc or type(exc).__name__)
+        finally:
+            await self._finish(conn, agent, session, lifecycle)
+
+    async def _handshake(self, agent: AgentSocket, lifecycle: Lifecycle) -> AgentSession:
+        limits = self.admission.limits
+        await self._step(agent.version_seen, lifecycle, limits.upgrade_timeout)
+        lifecycle.advance(State.HANDSHAKING)
+        async with self.admission.handshake_slot():
+            session = self._start_ssh(agent, lifecycle)
+            await self._step(lifecycle.wait_key_exchange(), lifecycle, limits.handshake_timeout)
+        await self._step(lifecycle.wait_reached(State.AUTHENTICATED), lifecycle,
+                         limits.login_timeout)
+        if lifecycle.authenticated:
+            agent.logged_in()
+        return session
+
+    async def _step(self, awaitable: Awaitable[Any], lifecycle: Lifecycle,
+                    timeout: float) -> None:
+        """Wait for one step, at most `timeout`; a connection that closes meanwhile ends it."""
+        if not lifecycle.accepting_work:
+            raise ConnectionResetError("closed")
+        step = asyncio.ensure_future(awaitable)
+        closing = asyncio.ensure_future(lifecycle.wait_closing())
+        try:
+            done, _ = await asyncio.wait({step, closing}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            step.cancel()
+            closing.cancel()
+        if not done:
+            raise TimeoutError(f"no progress within {timeout:g}s")
+        if step not in done:
+            raise ConnectionResetError("closed")
+        step.result()
+
+    def _start_ssh(self, agent: AgentSocket, lifecycle: Lifecycle) -> AgentSession:
+        assert agent.ssh is not None
+        session = AgentSession(self.services, lifecycle)
+        options = copy.copy(self._options)  # shared settings; only the session differs
+        options.protocol_factory = lambda: session
+        conn = RportServerConnection(asyncio.get_running_loop(), options)
+        conn.version_already_sent = True
+        agent.ssh.attach(conn)
+        return session
+
+    async def _finish(self, conn: socket.socket, agent: AgentSocket | None,
+                      session: AgentSession | None, lifecycle: Lifecycle) -> None:
+        lifecycle.close()
+        try:
+            if agent is not None:
+                self._hang_up(agent)
+            else:
+                conn.close()
+            if session is not None:
+                await session.cleanup()
+        finally:
+            lifecycle.advance(State.CLOSED)
+            if agent is not None:
+                self._sockets.discard(agent)
+            self._resume_accepting()
+
+    def _hang_up(self, agent: AgentSocket) -> None:
+        """Close politely; abort if the agent does not take the last bytes within a second."""
+        if agent.ssh is not None and not agent.closed.done():
+            agent.ssh.close()
+        elif agent.raw is not None:
+            agent.raw.close()
+        if not agent.closed.done():
+            asyncio.get_running_loop().call_later(1.0, agent.abort)
+
+    def _observer(self, address: str) -> Any:
+        def observe(old: State, new: State) -> None:
+            if old < State.AUTHENTICATED <= new:  # left pre-authentication (logged in or gone)
+                self.admission.release(address)
+        return observe
+
+    # ------------------------------------------------------------------ shutdown
+    async def stop(self) -> None:
+        """Stop accepting, hang up on every connection, wait (bounded) for their cleanups."""
+        self._pause_accepting()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for agent in list(self._sockets):
+            self._hang_up(agent)
+        if self._owners:
+            await asyncio.wait(set(self._owners), timeout=5)
+        for task in list(self._owners):
+            task.cancel()
+
+
+def _keepalive(sock: socket.socket) -> None:
     """rport-v1 has no server-side liveness check; TCP keepalive finds agents whose network
     vanished without a FIN (after about 2 minutes) so their tunnels and state are released."""
-    if sock is None:
-        return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if hasattr(socket, "TCP_KEEPIDLE"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 15)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
-
-
-async def _pump(ws: web.WebSocketResponse, transport: WebSocketTransport) -> None:
-    """Feed every WebSocket message into SSH, ignoring boundaries; stop reading while SSH is
-    paused, which lets aiohttp stop reading the socket (backpressure to the agent)."""
-    while True:
-        await transport.reading_allowed()
-        msg = await ws.receive()
-        if msg.type == WSMsgType.BINARY:
-            transport.feed(msg.data)
-        elif msg.type == WSMsgType.TEXT:
-            transport.feed(msg.data.encode())
-        else:  # CLOSE, CLOSED, ERROR (garbage after the upgrade lands here)
-            return
-
-
-def build_agent_app(services: AgentServices, host_key: asyncssh.SSHKey) -> web.Application:
-    app = web.Application(client_max_size=services.config.server.max_request_bytes)
-    app[AGENT_SERVICES] = services
-    app[_OPTIONS] = asyncssh.SSHServerConnectionOptions(
-        server_host_keys=[host_key], login_timeout=_LOGIN_TIMEOUT, keepalive_interval=0,
-        allow_scp=False, agent_forwarding=False, x11_forwarding=False,
-        server_factory=lambda: None)
-    app[_HANDSHAKES] = asyncio.Semaphore(services.config.server.max_concurrent_handshakes)
-    app.router.add_route("*", "/{tail:.*}", handle_agent)
-    return app

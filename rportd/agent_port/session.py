@@ -32,6 +32,7 @@ from ..wire.ssh import (
     reply_global,
     send_global_request,
 )
+from .lifecycle import Lifecycle, State
 from .tunnels import Tunnel
 
 __all__ = ["AgentServices", "AgentSession", "RportServerConnection", "REGISTRATION_TIMEOUT"]
@@ -96,10 +97,10 @@ class RportServerConnection(RportVersionMixin, SSHServerConnection):
 class AgentSession(asyncssh.SSHServer):
     """The SSHServer for one agent connection (asyncssh calls the hooks below)."""
 
-    def __init__(self, services: AgentServices, address: str, on_auth_done: asyncio.Event):
+    def __init__(self, services: AgentServices, lifecycle: Lifecycle):
         self._services = services
-        self._address = address
-        self._on_auth_done = on_auth_done
+        self._lifecycle = lifecycle
+        self._address = lifecycle.peer
         self._conn: SSHServerConnection | None = None
         self.credential: ClientCredential | None = None
         self.record: ClientRecord | None = None
@@ -113,7 +114,9 @@ class AgentSession(asyncssh.SSHServer):
         self._services.connections.add(conn)
 
     def begin_auth(self, username: str) -> bool:
-        """Called at the start of auth; True: authentication is required (always)."""
+        """Called at the first auth request, right after the key exchange; True: authentication
+        is required (always)."""
+        self._lifecycle.key_exchange_done()
         return True
 
     def password_auth_supported(self) -> bool:
@@ -132,17 +135,16 @@ class AgentSession(asyncssh.SSHServer):
         return True
 
     def auth_completed(self) -> None:
-        self._on_auth_done.set()
+        self._lifecycle.advance(State.AUTHENTICATED)
         loop = asyncio.get_running_loop()
         self._timeout = loop.call_later(REGISTRATION_TIMEOUT, self._registration_overdue)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
             self._services.connections.discard(self._conn)
-        self._on_auth_done.set()
         if self._timeout:
             self._timeout.cancel()
-        self._services.spawn(self._cleanup())
+        self._lifecycle.close()
 
     # ------------------------------------------------------------------ rport-v1 requests
     def on_new_connection(self, payload: bytes) -> None:
@@ -267,7 +269,8 @@ class AgentSession(asyncssh.SSHServer):
         await self._services.registry.save_tunnels(record)
         return made
 
-    async def _cleanup(self) -> None:
+    async def cleanup(self) -> None:
+        """Called once by the connection's owner (listener.py) after it closed."""
         for tunnel in list(self.tunnels.values()):
             await self._close_tunnel(tunnel)
         self.tunnels.clear()

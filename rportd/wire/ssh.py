@@ -34,6 +34,9 @@ class RportVersionMixin:
     """Mixed into asyncssh connection classes before SSHServerConnection/SSHClientConnection."""
 
     rport_version: bytes = b""
+    # The agent port writes the server's banner together with the 101 (the server speaks
+    # first), before asyncssh exists; asyncssh must then not send it a second time.
+    version_already_sent: bool = False
 
     def _send_version(self: Any) -> None:
         version = self.rport_version
@@ -43,7 +46,8 @@ class RportVersionMixin:
         else:
             self._server_version = version
             self.set_extra_info(server_version=version.decode("ascii"))
-        self._send(version + b"\r\n")
+        if not self.version_already_sent:
+            self._send(version + b"\r\n")
 
     def _recv_version(self: Any) -> bool:
         idx = self._inpbuf.find(b"\n", 0, _MAX_BANNER_LINE_LEN)

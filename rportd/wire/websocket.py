@@ -15,19 +15,26 @@ import os
 import struct
 from typing import Any
 
-from aiohttp._websocket.helpers import websocket_mask
+from .aiohttp_internals import websocket_mask
 
 __all__ = ["WebSocketTransport", "FrameParser", "frame_header", "accept_key", "OP_BINARY",
            "OP_CLOSE", "OP_PING", "OP_PONG", "OP_TEXT", "OP_CONT", "ProtocolViolation", "build_frame",
-           "build_frame_parts"]
+           "build_frame_parts", "MAX_FRAME_PAYLOAD", "TooLarge"]
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_MAX_FRAME = 16 * 1024 * 1024
+# rport-v1 sends one SSH packet per frame. The largest packet either side accepts is 256 KiB
+# (asyncssh's and Go's limit) plus length, padding and MAC: anything larger is not rport.
+MAX_FRAME_PAYLOAD = 256 * 1024 + 1024
+_MAX_CONTROL = 125
 
 
 class ProtocolViolation(Exception):
     """The peer sent bytes that are not a WebSocket frame we accept."""
+
+
+class TooLarge(ProtocolViolation):
+    """A frame announced more bytes than the parser's limit (closed with 1009)."""
 
 
 def accept_key(key: str) -> str:
@@ -61,11 +68,21 @@ def build_frame(payload: bytes | bytearray | memoryview, opcode: int, *, mask: b
 
 
 class FrameParser:
-    """Incremental parser: feed raw bytes, get (opcode, payload) for each complete frame."""
+    """Incremental parser: feed raw bytes, get (opcode, payload) for each complete frame.
 
-    def __init__(self, expect_masked: bool):
+    A frame is refused from its header, before its payload is buffered, when it announces more
+    than `max_payload` bytes; so one connection never makes it hold more than that. Clients must
+    mask and servers must not (RFC 6455 5.1); control frames are short and unfragmented (5.5).
+    """
+
+    def __init__(self, expect_masked: bool, max_payload: int = MAX_FRAME_PAYLOAD):
         self._buf = bytearray()
         self._expect_masked = expect_masked
+        self.max_payload = max_payload
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         self._buf += data
@@ -76,7 +93,8 @@ class FrameParser:
                 return frames
             frames.append(frame)
 
-    def _next(self) -> tuple[int, bytes] | None:
+    def _header(self) -> tuple[int, int, int, bool] | None:
+        """(opcode, payload length, header length, masked), or None until the header is in."""
         buf = self._buf
         if len(buf) < 2:
             return None
@@ -85,7 +103,7 @@ class FrameParser:
             raise ProtocolViolation("reserved bits set")
         masked, length, pos = bool(second & 0x80), second & 0x7F, 2
         if masked != self._expect_masked:
-            raise ProtocolViolation("unexpected masking")
+            raise ProtocolViolation("masked frame" if masked else "unmasked client frame")
         if length == 126:
             if len(buf) < 4:
                 return None
@@ -94,20 +112,30 @@ class FrameParser:
             if len(buf) < 10:
                 return None
             (length,), pos = struct.unpack_from("!Q", buf, 2), 10
-        if length > _MAX_FRAME:
-            raise ProtocolViolation("frame too large")
-        end = pos + (4 if masked else 0) + length
+        opcode = first & 0x0F
+        if opcode >= 0x8 and (length > _MAX_CONTROL or not first & 0x80):
+            raise ProtocolViolation("control frame too long or fragmented")
+        if length > self.max_payload:
+            raise TooLarge(f"frame of {length} bytes is over the {self.max_payload}-byte limit")
+        return opcode, length, pos + (4 if masked else 0), masked
+
+    def _next(self) -> tuple[int, bytes] | None:
+        header = self._header()
+        if header is None:
+            return None
+        opcode, length, start, masked = header
+        buf = self._buf
+        end = start + length
         if len(buf) < end:
             return None
         if masked:
-            mask = bytes(buf[pos:pos + 4])
-            payload = bytearray(buf[pos + 4:end])
-            websocket_mask(mask, payload)
+            payload = bytearray(buf[start:end])
+            websocket_mask(bytes(buf[start - 4:start]), payload)
             data = bytes(payload)
         else:
-            data = bytes(buf[pos:end])
+            data = bytes(buf[start:end])
         del buf[:end]
-        return first & 0x0F, data
+        return opcode, data
 
 
 class WebSocketTransport(asyncio.Transport):
@@ -119,19 +147,25 @@ class WebSocketTransport(asyncio.Transport):
         self._raw = raw
         self._mask = mask
         self._protocol: asyncio.Protocol | None = None
-        self._early: list[bytes] = []  # bytes that arrived with the 101, before attach()
+        self._early: list[bytes] = []  # bytes that arrived before attach() (bounded by the owner)
         self._closing = False
         self._reading_paused = False
         self._resume_reading = asyncio.Event()
         self._resume_reading.set()
 
     # -- wiring
+    @property
+    def attached(self) -> bool:
+        return self._protocol is not None
+
     def attach(self, protocol: asyncio.Protocol) -> None:
         self._protocol = protocol
         protocol.connection_made(self)
         early, self._early = self._early, []
         for data in early:
             self.feed(data)
+        if not self._reading_paused and not self._raw.is_closing() and not self._raw.is_reading():
+            self._raw.resume_reading()  # the owner paused it while early bytes piled up
 
     def feed(self, data: bytes) -> None:
         if not data:

@@ -1,0 +1,94 @@
+"""Who may occupy the agent port before logging in, and for how long.
+
+Connections not yet authenticated are capped globally and per source (an IPv4 address, or an IPv6
+/64: one host usually owns a whole /64). The CPU-heavy key exchange runs in a bounded number of
+slots; connections waiting for one are capped too, and wait at most a deadline. A stranger can
+hold at most `max_unauthenticated_per_address` connections, each for at most the upgrade, slot,
+handshake and login deadlines (agent_port/listener.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+__all__ = ["Limits", "Admission", "Busy", "source_key"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    upgrade_timeout: float
+    handshake_timeout: float
+    login_timeout: float
+    handshake_slots: int
+    max_waiting: int
+    max_unauthenticated: int
+    max_unauthenticated_per_address: int
+
+
+class Busy(Exception):
+    """No room: too many connections waiting for a handshake slot, or none freed in time."""
+
+
+def source_key(address: str) -> str:
+    """What the per-address cap counts: the IPv4 address, or the IPv6 /64 it belongs to."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class Admission:
+    """Counters and the handshake slots of one agent port."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.unauthenticated = 0
+        self._per_source: dict[str, int] = {}
+        self._slots = asyncio.Semaphore(limits.handshake_slots)
+        self.waiting = 0
+
+    def admit(self, address: str) -> bool:
+        """Count a new connection from `address`; False (nothing counted) when over a cap."""
+        key = source_key(address)
+        if (self.unauthenticated >= self.limits.max_unauthenticated
+                or self._per_source.get(key, 0) >= self.limits.max_unauthenticated_per_address):
+            return False
+        self.unauthenticated += 1
+        self._per_source[key] = self._per_source.get(key, 0) + 1
+        return True
+
+    def release(self, address: str) -> None:
+        """The connection logged in or went away: it no longer counts against the caps."""
+        key = source_key(address)
+        self.unauthenticated -= 1
+        left = self._per_source.get(key, 1) - 1
+        if left > 0:
+            self._per_source[key] = left
+        else:
+            self._per_source.pop(key, None)
+
+    @asynccontextmanager
+    async def handshake_slot(self) -> AsyncIterator[None]:
+        """Hold one of the key-exchange slots; Busy when the queue is full or the wait too long."""
+        if self.waiting >= self.limits.max_waiting:
+            raise Busy("too many connections waiting for a handshake slot")
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.limits.upgrade_timeout)
+        except TimeoutError:
+            raise Busy("no handshake slot became free in time") from None
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
