@@ -58,6 +58,7 @@ class Rportd:
         self.config = write_config(tmp / "rportd.conf", merged)
         self.log = tmp / "rportd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.preexec: Callable[[], None] | None = None  # e.g. resource limits for the child
 
     @property
     def url(self) -> str:
@@ -70,7 +71,8 @@ class Rportd:
     def start(self) -> Rportd:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "rportd.cli", "-c",
-                                          str(self.config)], stdout=log, stderr=log, env=_env())
+                                          str(self.config)], stdout=log, stderr=log, env=_env(),
+                                         preexec_fn=self.preexec)
         wait_for(lambda: port_open(self.agent_port) or self._died(), what="rportd agent port")
         if self.api_port:
             wait_for(lambda: port_open(self.api_port) or self._died(), what="rportd API port")

@@ -54,6 +54,7 @@ class Admission:
         self.unauthenticated = 0
         self._per_source: dict[str, int] = {}
         self._slots = asyncio.Semaphore(limits.handshake_slots)
+        self._source_slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self.waiting = 0
 
     def admit(self, address: str) -> bool:
@@ -77,14 +78,18 @@ class Admission:
             self._per_source.pop(key, None)
 
     @asynccontextmanager
-    async def handshake_slot(self) -> AsyncIterator[None]:
-        """Hold one of the key-exchange slots; Busy when the queue is full or the wait too long."""
+    async def handshake_slot(self, address: str) -> AsyncIterator[None]:
+        """Hold one of the key-exchange slots, and one of its source's (a quarter of them, so
+        one source cannot take them all); Busy when the queue is full or the wait too long."""
         if self.waiting >= self.limits.max_waiting:
             raise Busy("too many connections waiting for a handshake slot")
+        key = source_key(address)
+        source = self._source_semaphore(key, +1)
         self.waiting += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.limits.upgrade_timeout)
+            await asyncio.wait_for(self._acquire(source), self.limits.upgrade_timeout)
         except TimeoutError:
+            self._source_semaphore(key, -1)
             raise Busy("no handshake slot became free in time") from None
         finally:
             self.waiting -= 1
@@ -92,3 +97,24 @@ class Admission:
             yield
         finally:
             self._slots.release()
+            source.release()
+            self._source_semaphore(key, -1)
+
+    async def _acquire(self, source: asyncio.Semaphore) -> None:
+        await source.acquire()
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            source.release()
+            raise
+
+    def _source_semaphore(self, key: str, change: int) -> asyncio.Semaphore:
+        """The per-source semaphore, created on first use and dropped when nobody uses it."""
+        semaphore, users = self._source_slots.get(key) or (
+            asyncio.Semaphore(max(1, self.limits.handshake_slots // 4)), 0)
+        users += change
+        if users > 0:
+            self._source_slots[key] = (semaphore, users)
+        else:
+            self._source_slots.pop(key, None)
+        return semaphore

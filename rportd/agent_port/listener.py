@@ -159,11 +159,15 @@ class AgentPort:
             await self._finish(conn, agent, session, lifecycle)
 
     async def _handshake(self, agent: AgentSocket, lifecycle: Lifecycle) -> AgentSession:
+        """Version lines and KEXINITs are cheap and need no slot; the key exchange's computing
+        part waits for one, so connections that stall before it never hold a slot."""
         limits = self.admission.limits
         await self._step(agent.version_seen, lifecycle, limits.upgrade_timeout)
         lifecycle.advance(State.HANDSHAKING)
-        async with self.admission.handshake_slot():
-            session = self._start_ssh(agent, lifecycle)
+        session = self._start_ssh(agent, lifecycle)
+        await self._step(agent.crypto_requested, lifecycle, limits.handshake_timeout)
+        async with self.admission.handshake_slot(lifecycle.peer):
+            agent.release_held()
             await self._step(lifecycle.wait_key_exchange(), lifecycle, limits.handshake_timeout)
         await self._step(lifecycle.wait_reached(State.AUTHENTICATED), lifecycle,
                          limits.login_timeout)

@@ -68,8 +68,10 @@ class WriteGate:
 
 
 class AgentSocket(asyncio.Protocol):
-    """Upgrade, then frames. `version_seen` resolves once the agent's SSH version line is here
-    (idle upgrades never get a handshake slot); `closed` when the socket is gone."""
+    """Upgrade, then frames. `version_seen` resolves once the agent's SSH version line is here;
+    `crypto_requested` once its third SSH frame is (version line, KEXINIT, then the key-exchange
+    packet that makes rportd compute: that frame and later ones are held until the owner has a
+    handshake slot and calls `release_held`); `closed` when the socket is gone."""
 
     def __init__(self, banner: bytes, on_lost: Callable[[], None]):
         loop = asyncio.get_running_loop()
@@ -79,10 +81,14 @@ class AgentSocket(asyncio.Protocol):
         self.ssh: WebSocketTransport | None = None
         self.gate = WriteGate()
         self.version_seen: asyncio.Future[None] = loop.create_future()
+        self.crypto_requested: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self._head = bytearray()
         self._parser = FrameParser(expect_masked=True, max_payload=PRE_AUTH_FRAME)
-        self._early = 0
+        self._frames = 0
+        self._held: list[bytes] | None = None  # None: not holding (yet, or any more)
+        self._held_bytes = 0
+        self._released = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,9 +115,10 @@ class AgentSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
-        if not self.version_seen.done():
-            self.version_seen.set_exception(ConnectionResetError("agent hung up"))
-            self.version_seen.exception()  # retrieved: nobody may be waiting any more
+        for future in (self.version_seen, self.crypto_requested):
+            if not future.done():
+                future.set_exception(ConnectionResetError("agent hung up"))
+                future.exception()  # retrieved: nobody may be waiting any more
         if self.ssh is not None:
             self.ssh.lost(exc)
         self.gate.set(True)
@@ -161,14 +168,34 @@ class AgentSocket(asyncio.Protocol):
             self._violation(ProtocolViolation(f"unknown opcode {opcode}"))
 
     def _ssh_bytes(self, payload: bytes) -> None:
-        assert self.ssh is not None and self.raw is not None
-        if not self.ssh.attached:
-            self._early += len(payload)
+        assert self.ssh is not None
+        if not self._released:
+            self._frames += 1
             if not self.version_seen.done() and b"\n" in payload:
                 self.version_seen.set_result(None)
-            if self._early > _MAX_EARLY and self.raw.is_reading():
-                self.raw.pause_reading()  # the handshake slot comes first; attach() resumes
+            if self._frames >= 3 or self._held is not None:
+                self._hold(payload)
+                return
         self.ssh.feed(payload)
+
+    def _hold(self, payload: bytes) -> None:
+        assert self.raw is not None
+        if self._held is None:
+            self._held = []
+            self.crypto_requested.set_result(None)
+        self._held.append(payload)
+        self._held_bytes += len(payload)
+        if self._held_bytes > _MAX_EARLY and self.raw.is_reading():
+            self.raw.pause_reading()  # resumed by release_held
+
+    def release_held(self) -> None:
+        """The owner holds a handshake slot: let the key exchange's computing part in."""
+        assert self.ssh is not None and self.raw is not None
+        held, self._held, self._released = self._held or [], None, True
+        for payload in held:
+            self.ssh.feed(payload)
+        if not self.raw.is_closing() and not self.raw.is_reading():
+            self.raw.resume_reading()
 
     def _violation(self, exc: ProtocolViolation) -> None:
         """RFC 6455 7.4: close with 1009 for a frame too big, 1002 for any other violation."""
