@@ -12,8 +12,8 @@ import pytest
 
 from rportd.client.connection import AgentSettings, open_ssh
 from rportd.client.websocket import connect_websocket, parse_server
+from rportd.wire.asyncssh_internals import send_global_request
 from rportd.wire.hostkey import derive_key_from_seed, fingerprint
-from rportd.wire.ssh import send_global_request
 from rportd.wire.websocket import build_frame
 
 from .processes import Agent, Rportd

@@ -15,16 +15,16 @@ import pytest
 
 from rportd.client.connection import AgentSettings, open_ssh
 from rportd.client.websocket import parse_server
-from rportd.wire.ssh import send_global_request
+from rportd.wire.asyncssh_internals import send_global_request
 from rportd.wire.websocket import build_frame
 
 from .processes import Rportd, wait_for
 
 UPGRADE = (
-    "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-    "Sec-WebSocket-Protocol: rport-v1\r\n\r\n"
-).encode()
+    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Protocol: rport-v1\r\n\r\n"
+)
 
 
 def rss_kib(pid: int) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncssh
 
-from ..wire.ssh import SERVER_VERSION
+from ..wire.asyncssh_internals import SERVER_VERSION
 from .admission import Admission, Busy, Limits
 from .lifecycle import Lifecycle, State
 from .session import AgentServices, AgentSession, RportServerConnection

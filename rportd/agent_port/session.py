@@ -13,25 +13,24 @@ import logging
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
-from asyncssh.packet import SSHPacket
 
 from ..auth.clients import ClientAuth, ClientCredential
 from ..config import Config
 from ..errors import BadRequest, RportdError
 from ..registry import ClientRecord, IdTaken, Registry
 from ..tunnel_spec import PortPool, Remote, TunnelError
-from ..wire.pipe import Pipe, TrafficMeter
-from ..wire.ssh import (
+from ..wire.asyncssh_internals import (
     SERVER_VERSION,
     RportVersionMixin,
     open_rport_channel,
     reply_global,
     send_global_request,
 )
+from ..wire.pipe import Pipe, TrafficMeter
 from .lifecycle import Lifecycle, State
 from .tunnels import Tunnel
 
@@ -79,19 +78,21 @@ class RportServerConnection(RportVersionMixin, SSHServerConnection):
     """asyncssh's server connection speaking rport-v1's banner and global requests."""
 
     rport_version = SERVER_VERSION
+    global_requests: ClassVar[dict[str, str]] = {
+        "new_connection": "_on_new_connection", "ping": "_on_ping", "cmd_result": "_on_cmd_result"}
 
     @property
     def _session(self) -> AgentSession:
-        return cast("AgentSession", self._owner)
+        return cast("AgentSession", self.get_owner())
 
-    def _process_new_connection_global_request(self, packet: SSHPacket) -> None:
-        self._session.on_new_connection(bytes(packet.get_remaining_payload()))
+    def _on_new_connection(self, payload: bytes) -> None:
+        self._session.on_new_connection(payload)
 
-    def _process_ping_global_request(self, packet: SSHPacket) -> None:
+    def _on_ping(self, payload: bytes) -> None:
         self._session.on_ping()
 
-    def _process_cmd_result_global_request(self, packet: SSHPacket) -> None:
-        self._session.on_cmd_result(bytes(packet.get_remaining_payload()))
+    def _on_cmd_result(self, payload: bytes) -> None:
+        self._session.on_cmd_result(payload)
 
 
 class AgentSession(asyncssh.SSHServer):

@@ -9,16 +9,13 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncssh
 from asyncssh.connection import SSHClientConnection
-from asyncssh.packet import SSHPacket
 
 from .. import __version__
-from ..wire.hostkey import fingerprint
-from ..wire.pipe import Pipe
-from ..wire.ssh import (
+from ..wire.asyncssh_internals import (
     CLIENT_VERSION,
     MAX_PACKET,
     WINDOW,
@@ -26,6 +23,8 @@ from ..wire.ssh import (
     reply_global,
     send_global_request,
 )
+from ..wire.hostkey import fingerprint
+from ..wire.pipe import Pipe
 from .sysinfo import system_details
 from .websocket import ServerAddress, connect_websocket
 
@@ -80,16 +79,18 @@ class RportClientConnection(RportVersionMixin, SSHClientConnection):
     """asyncssh's client connection speaking rport-v1: banner, server requests, `rport` channels."""
 
     rport_version = CLIENT_VERSION
+    global_requests: ClassVar[dict[str, str]] = {"check_port": "_on_check_port",
+                                                 "run_cmd": "_on_run_cmd"}
+    channel_opens: ClassVar[dict[str, str]] = {"rport": "_on_rport_open"}
 
-    def _process_check_port_global_request(self, packet: SSHPacket) -> None:
-        payload = bytes(packet.get_remaining_payload())
+    def _on_check_port(self, payload: bytes) -> None:
         self.create_task(_answer_check_port(self, payload), self.logger)
 
-    def _process_run_cmd_global_request(self, packet: SSHPacket) -> None:
+    def _on_run_cmd(self, payload: bytes) -> None:
         reply_global(self, False, b"remote commands execution is disabled")
 
-    def _process_rport_open(self, packet: SSHPacket) -> tuple[Any, Any]:
-        target = bytes(packet.get_remaining_payload()).decode("utf-8", "replace")
+    def _on_rport_open(self, payload: bytes) -> tuple[Any, Any]:
+        target = payload.decode("utf-8", "replace")
         chan = self.create_tcp_channel(window=WINDOW, max_pktsize=MAX_PACKET)
         return chan, _dial(target)
 

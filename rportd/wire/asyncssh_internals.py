@@ -1,14 +1,27 @@
-"""asyncssh adapted to rport-v1: the `SSH-rport-v1-*` banners, raw-JSON global requests, and
-server-opened `rport` channels whose extra data is a bare "host:port".
+"""asyncssh adapted to rport-v1; the one module that touches asyncssh's private internals.
 
-asyncssh only accepts peers announcing `SSH-2.0-`; the identification strings enter the key
-exchange hash, so they cannot be rewritten on the wire. `RportVersionMixin` sends our banner
-and accepts any line starting `SSH-`, as Go's x/crypto/ssh does.
+rport-v1 needs four things asyncssh has no public call for. Each private name used, and why
+(tests/test_library_contracts.py fails loudly when an asyncssh upgrade changes one):
+
+- Banners `SSH-rport-v1-*`: asyncssh only accepts peers announcing `SSH-2.0-`, and the version
+  strings enter the key-exchange hash, so they cannot be rewritten on the wire. We override
+  `_send_version` / `_recv_version` and use `_inpbuf`, `_send`, `_send_kexinit`,
+  `_kexinit_sent`, `_recv_handler`, `_recv_pkthdr`, `_client_version`, `_server_version` and the
+  module constants `_MAX_BANNER_LINE_LEN`, `_MAX_VERSION_LINE_LEN`.
+- Global requests with raw JSON payloads, and failure replies that carry text (Go puts data
+  after REQUEST_FAILURE; the RFC doesn't): asyncssh dispatches a request named N to a method
+  `_process_N_global_request`; answers go through `_global_request_queue`,
+  `_service_next_global_request` and `send_packet`; our own requests through
+  `_make_global_request`. Classes list their requests in `global_requests` instead.
+- Server-opened channels of type `rport` whose extra data is a bare "host:port": opened with
+  `SSHTCPChannel._open_forward`, accepted by a method `_process_rport_open` (generated from
+  `channel_opens`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from asyncssh import SSHTCPSession
 from asyncssh.channel import SSHTCPChannel
@@ -18,7 +31,8 @@ from asyncssh.connection import (
     SSHConnection,
 )
 from asyncssh.constants import MSG_REQUEST_FAILURE, MSG_REQUEST_SUCCESS
-from asyncssh.misc import ProtocolError, ProtocolNotSupported
+from asyncssh.misc import ProtocolError, ProtocolNotSupported, map_handler_name
+from asyncssh.packet import SSHPacket
 
 __all__ = ["SERVER_VERSION", "CLIENT_VERSION", "RportVersionMixin", "reply_global",
            "send_global_request", "open_rport_channel", "WINDOW", "MAX_PACKET"]
@@ -30,10 +44,36 @@ WINDOW = 2 * 1024 * 1024
 MAX_PACKET = 32 * 1024
 
 
+def _route_request(method: str) -> Callable[[Any, SSHPacket], None]:
+    def handler(self: Any, packet: SSHPacket) -> None:
+        getattr(self, method)(bytes(packet.get_remaining_payload()))
+    return handler
+
+
+def _route_open(method: str) -> Callable[[Any, SSHPacket], Any]:
+    def handler(self: Any, packet: SSHPacket) -> Any:
+        return getattr(self, method)(bytes(packet.get_remaining_payload()))
+    return handler
+
+
 class RportVersionMixin:
-    """Mixed into asyncssh connection classes before SSHServerConnection/SSHClientConnection."""
+    """Mixed into asyncssh connection classes before SSHServerConnection/SSHClientConnection.
+
+    `global_requests` maps a request name to the method that gets its raw payload (and must
+    answer it with `reply_global`); `channel_opens` maps a channel type to the method that gets
+    its extra data and returns (channel, session) as asyncssh expects."""
 
     rport_version: bytes = b""
+    global_requests: ClassVar[dict[str, str]] = {}
+    channel_opens: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for request, method in cls.global_requests.items():
+            setattr(cls, f"_process_{map_handler_name(request)}_global_request",
+                    _route_request(method))
+        for chantype, method in cls.channel_opens.items():
+            setattr(cls, f"_process_{map_handler_name(chantype)}_open", _route_open(method))
     # The agent port writes the server's banner together with the 101 (the server speaks
     # first), before asyncssh exists; asyncssh must then not send it a second time.
     version_already_sent: bool = False
