@@ -252,7 +252,9 @@ class AgentPort:
 
 def _keepalive(sock: socket.socket) -> None:
     """rport-v1 has no server-side liveness check; TCP keepalive finds agents whose network
-    vanished without a FIN (after about 2 minutes) so their tunnels and state are released."""
+    vanished without a FIN (after about 2 minutes) so their tunnels and state are released.
+    TCP_NODELAY: window adjusts and small packets must not wait for Nagle's delayed ACK."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if hasattr(socket, "TCP_KEEPIDLE"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)

@@ -86,7 +86,7 @@ class AgentSocket(asyncio.Protocol):
         self._head = bytearray()
         self._parser = FrameParser(expect_masked=True, max_payload=PRE_AUTH_FRAME)
         self._frames = 0
-        self._held: list[bytes] | None = None  # None: not holding (yet, or any more)
+        self._held: list[bytes | bytearray] | None = None  # None: not holding (yet, or any more)
         self._held_bytes = 0
         self._released = False
 
@@ -156,7 +156,7 @@ class AgentSocket(asyncio.Protocol):
         self.raw.close()
 
     # ------------------------------------------------------------------ frames
-    def _dispatch(self, opcode: int, payload: bytes) -> None:
+    def _dispatch(self, opcode: int, payload: bytes | bytearray) -> None:
         assert self.ssh is not None and self.raw is not None
         if opcode in (OP_BINARY, OP_TEXT, OP_CONT):
             self._ssh_bytes(payload)
@@ -167,7 +167,7 @@ class AgentSocket(asyncio.Protocol):
         elif opcode != OP_PONG:
             self._violation(ProtocolViolation(f"unknown opcode {opcode}"))
 
-    def _ssh_bytes(self, payload: bytes) -> None:
+    def _ssh_bytes(self, payload: bytes | bytearray) -> None:
         assert self.ssh is not None
         if not self._released:
             self._frames += 1
@@ -178,7 +178,7 @@ class AgentSocket(asyncio.Protocol):
                 return
         self.ssh.feed(payload)
 
-    def _hold(self, payload: bytes) -> None:
+    def _hold(self, payload: bytes | bytearray) -> None:
         assert self.raw is not None
         if self._held is None:
             self._held = []

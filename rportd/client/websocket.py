@@ -127,7 +127,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.upgraded.set_result(self._ws)
         return True
 
-    def _dispatch(self, opcode: int, payload: bytes) -> None:
+    def _dispatch(self, opcode: int, payload: bytes | bytearray) -> None:
         assert self._ws is not None and self._raw is not None
         if opcode in (OP_BINARY, OP_TEXT, OP_CONT):
             self._ws.feed(payload)

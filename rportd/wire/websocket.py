@@ -84,58 +84,73 @@ class FrameParser:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        self._buf += data
-        frames: list[tuple[int, bytes]] = []
-        while True:
-            frame = self._next()
-            if frame is None:
-                return frames
-            frames.append(frame)
+    def feed(self, data: bytes) -> list[tuple[int, bytes | bytearray]]:
+        """Complete frames in `data` (after what was buffered); the rest is kept. Frames are cut
+        from one buffer by offset, and a segment holding only whole frames is never copied."""
+        if self._buf:
+            self._buf += data
+            buf: bytes | bytearray = self._buf
+        else:
+            buf = data
+        frames: list[tuple[int, bytes | bytearray]] = []
+        offset = 0
+        try:
+            while True:
+                frame = self._next(buf, offset)
+                if frame is None:
+                    break
+                offset, opcode, payload = frame
+                frames.append((opcode, payload))
+        finally:
+            self._keep(buf, offset)
+        return frames
 
-    def _header(self) -> tuple[int, int, int, bool] | None:
-        """(opcode, payload length, header length, masked), or None until the header is in."""
-        buf = self._buf
-        if len(buf) < 2:
+    def _keep(self, buf: bytes | bytearray, offset: int) -> None:
+        if buf is self._buf:
+            del self._buf[:offset]
+        else:
+            self._buf = bytearray(buf[offset:])
+
+    def _header(self, buf: bytes | bytearray, offset: int) -> tuple[int, int, int, bool] | None:
+        """(opcode, payload length, payload start, masked), or None until the header is in."""
+        available = len(buf) - offset
+        if available < 2:
             return None
-        first, second = buf[0], buf[1]
+        first, second = buf[offset], buf[offset + 1]
         if first & 0x70:
             raise ProtocolViolation("reserved bits set")
         masked, length, pos = bool(second & 0x80), second & 0x7F, 2
         if masked != self._expect_masked:
             raise ProtocolViolation("masked frame" if masked else "unmasked client frame")
         if length == 126:
-            if len(buf) < 4:
+            if available < 4:
                 return None
-            (length,), pos = struct.unpack_from("!H", buf, 2), 4
+            (length,), pos = struct.unpack_from("!H", buf, offset + 2), 4
         elif length == 127:
-            if len(buf) < 10:
+            if available < 10:
                 return None
-            (length,), pos = struct.unpack_from("!Q", buf, 2), 10
+            (length,), pos = struct.unpack_from("!Q", buf, offset + 2), 10
         opcode = first & 0x0F
         if opcode >= 0x8 and (length > _MAX_CONTROL or not first & 0x80):
             raise ProtocolViolation("control frame too long or fragmented")
         if length > self.max_payload:
             raise TooLarge(f"frame of {length} bytes is over the {self.max_payload}-byte limit")
-        return opcode, length, pos + (4 if masked else 0), masked
+        return opcode, length, offset + pos + (4 if masked else 0), masked
 
-    def _next(self) -> tuple[int, bytes] | None:
-        header = self._header()
+    def _next(self, buf: bytes | bytearray,
+              offset: int) -> tuple[int, int, bytes | bytearray] | None:
+        header = self._header(buf, offset)
         if header is None:
             return None
         opcode, length, start, masked = header
-        buf = self._buf
         end = start + length
         if len(buf) < end:
             return None
         if masked:
             payload = bytearray(buf[start:end])
             websocket_mask(bytes(buf[start - 4:start]), payload)
-            data = bytes(payload)
-        else:
-            data = bytes(buf[start:end])
-        del buf[:end]
-        return opcode, data
+            return end, opcode, payload  # unmasked in place: no second copy
+        return end, opcode, bytes(buf[start:end])
 
 
 class WebSocketTransport(asyncio.Transport):
@@ -147,7 +162,7 @@ class WebSocketTransport(asyncio.Transport):
         self._raw = raw
         self._mask = mask
         self._protocol: asyncio.Protocol | None = None
-        self._early: list[bytes] = []  # bytes that arrived before attach() (bounded by the owner)
+        self._early: list[bytes | bytearray] = []  # bytes that arrived before attach() (bounded by the owner)
         self._closing = False
         self._reading_paused = False
         self._resume_reading = asyncio.Event()
@@ -167,13 +182,13 @@ class WebSocketTransport(asyncio.Transport):
         if not self._reading_paused and not self._raw.is_closing() and not self._raw.is_reading():
             self._raw.resume_reading()  # the owner paused it while early bytes piled up
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if not data:
             return
         if self._protocol is None:
             self._early.append(data)  # the peer's banner may share a segment with the 101
         else:
-            self._protocol.data_received(data)
+            self._protocol.data_received(data)  # type: ignore[arg-type]  # asyncssh takes any bytes-like
 
     def lost(self, exc: Exception | None) -> None:
         self._closing = True
