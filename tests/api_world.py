@@ -41,6 +41,44 @@ SEED_SQL = [
 ]
 
 
+# rport's documented MySQL DDL (the seed's users and groups, and clients_auth as rport's client
+# auth docs show it, with a tenant): utf8 with its default collation, so comparisons are case-
+# and PAD SPACE-insensitive (`J` = `j`, `'bob  '` = `'bob'`). Operators' tables look like this.
+SEED_MYSQL_DDL = (
+    """CREATE TABLE `users` (
+  `username` varchar(150) NOT NULL,
+  `password` varchar(255) NOT NULL,
+  `tenant` varchar(50) NOT NULL,
+  UNIQUE KEY `username` (`username`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8""",
+    """CREATE TABLE `groups` (
+  `username` varchar(150) NOT NULL,
+  `group` varchar(150) NOT NULL,
+  `tenant` varchar(50) NOT NULL,
+  UNIQUE KEY `username_group_tenant` (`username`,`group`,`tenant`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8""",
+    """CREATE TABLE `clients_auth` (
+  `id` varchar(100) NOT NULL,
+  `password` varchar(100) NOT NULL,
+  `tenant` varchar(50) NOT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8""",
+)
+
+
+def create_seed_tables(database: dict[str, object]) -> None:
+    """The operator's auth tables from rport's DDL, made before `rportd migrate` adds ours."""
+    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
+                           password=MYSQL_PASSWORD, database=str(database["db_name"]),
+                           autocommit=True)
+    try:
+        with conn.cursor() as cursor:
+            for statement in SEED_MYSQL_DDL:
+                cursor.execute(statement)
+    finally:
+        conn.close()
+
+
 @dataclass
 class World:
     rportd: Rportd
@@ -97,7 +135,9 @@ def drop_mysql_database(name: str) -> None:
 
 
 def build_world(tmp: Path, kind: str, database: dict[str, object],
-                extra: dict[str, dict[str, object]] | None = None) -> World:
+                extra: dict[str, dict[str, object]] | None = None,
+                seed: list[tuple[str, list[tuple[Any, ...]]]] | None = None,
+                agents: tuple[tuple[str, str], ...] = AGENTS) -> World:
     sections: dict[str, dict[str, object]] = {
         "server": {"auth_table": "clients_auth", "multi_tenancy": True},
         "api": {"auth_user_table": "users", "auth_group_table": "groups"},
@@ -113,12 +153,12 @@ def build_world(tmp: Path, kind: str, database: dict[str, object],
                    check=True, capture_output=True)
     world = World(rportd, kind, database, [])
     quote = '"' if kind == "sqlite" else "`"
-    for statement, rows in SEED_SQL:
+    for statement, rows in SEED_SQL if seed is None else seed:
         sql = statement.format(groups=f"{quote}groups{quote}", group=f"{quote}group{quote}")
         for row in rows:
             world.sql(sql, row)
     rportd.start()
-    for client_id, auth_id in AGENTS:
+    for client_id, auth_id in agents:
         agent = Agent(tmp, rportd.url, f"{auth_id}:{CREDENTIALS[auth_id][0]}", "--id", client_id,
                       "--name", f"{client_id}@{auth_id}", name=f"agent-{client_id}-{auth_id}")
         world.agents.append(agent.start())
