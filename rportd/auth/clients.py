@@ -70,15 +70,15 @@ class ClientAuth:
         (after a dummy check of the same cost), or the throttle refuses `address`."""
         wait = self.gate.throttle.retry_after(auth_id, address)
         if wait > 0:  # banned: not even a database lookup
-            log.info("agent login for %r from %s refused: banned for %.0fs", auth_id, address,
-                     wait)
+            log.debug("agent login for %r from %s refused: banned for %.0fs", auth_id, address,
+                      wait)
             return None
         found = await self._lookup(auth_id)
         try:
             ok = await self.gate.check(auth_id, address, password,
                                        found[0] if found else None)
         except (LoginRefused, PoolBusy) as exc:
-            log.info("agent login for %r from %s refused: %s", auth_id, address, exc.detail)
+            log.debug("agent login for %r from %s refused: %s", auth_id, address, exc.detail)
             return None
         return ClientCredential(auth_id, found[1]) if ok and found else None
 

@@ -24,11 +24,14 @@ A spray of new names only evicts other one-failure records.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 __all__ = ["ThrottlePolicy", "LoginThrottle", "Reservation"]
+
+log = logging.getLogger("rportd.auth")
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,10 @@ class LoginThrottle:
                 self.policy.max_failed_login and record.banned_until <= now:
             record.banned_until = now + self.policy.ban_time
             record.failures.clear()
+            what = "address" if key[0] == "addr" else "user/address pair"
+            log.info("maximum of %d failed logins reached: %s %s banned for %.0fs",
+                     self.policy.max_failed_login, what, " ".join(map(repr, key[1:])),
+                     self.policy.ban_time)
 
     def _clear(self, key: Key) -> None:
         record = self._records.peek(key)
