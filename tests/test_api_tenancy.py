@@ -35,7 +35,8 @@ def _mysql_section() -> dict[str, object]:
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[World]:
     """SQLite; MariaDB tables made by `rportd migrate` (binary collation); and MariaDB tables
-    made from rport's own DDL (utf8, case- and pad-insensitive), as operators have them."""
+    made from rport's own DDL (utf8, case- and pad-insensitive), as operators have them, with
+    tenants J and j."""
     tmp = tmp_path_factory.mktemp(f"world-{request.param}")
     if request.param == "sqlite":
         database: dict[str, object] = {"db_type": "sqlite", "db_name": str(tmp / "rportd.db")}
@@ -44,7 +45,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     if request.param == "mysql-seed-ddl":
         create_seed_tables(database)
     kind = "sqlite" if request.param == "sqlite" else "mysql"
-    built = build_world(tmp, kind, database)
+    built = build_world(tmp, kind, database,
+                        other="j" if request.param == "mysql-seed-ddl" else "G")
     try:
         yield built
     finally:
@@ -101,7 +103,8 @@ def test_same_client_id_in_two_tenants_are_two_clients(world: World) -> None:
     mine = world.request("GET", "/api/v1/clients/x", "alice").json()["data"]
     theirs = world.request("GET", "/api/v1/clients/x", "gina").json()["data"]
     assert (mine["tenant"], mine["client_auth_id"], mine["name"]) == ("J", "cj", "x@cj")
-    assert (theirs["tenant"], theirs["client_auth_id"], theirs["name"]) == ("G", "cg", "x@cg")
+    assert (theirs["tenant"], theirs["client_auth_id"], theirs["name"]) == \
+        (world.other, "cg", "x@cg")
     assert mine["connection_state"] == theirs["connection_state"] == "connected"
 
 
@@ -182,7 +185,7 @@ def test_credential_created_through_the_api_takes_the_callers_tenant(
     # The same id in another tenant is another credential: no answer depends on J's data.
     theirs = world.request("POST", "/api/v1/clients-auth", "gina",
                            body=b'{"id": "cj-new", "password": "other-password"}')
-    assert theirs.status == 201 and theirs.json()["data"]["id"] == tenant_tag("G") + "_cj-new"
+    assert theirs.status == 201 and theirs.json()["data"]["id"] == tenant_tag(world.other) + "_cj-new"
     again = world.request("POST", "/api/v1/clients-auth", "alice",
                           body=b'{"id": "cj-new", "password": "new-password-1"}')
     assert again.status == 409  # only the caller's own namespace can conflict
@@ -217,7 +220,7 @@ def test_moving_a_user_to_another_tenant_takes_effect_at_once(world: World) -> N
         assert refused.status == 401 and refused.error_code == "ERR_CODE_INVALID_TOKEN"
         assert ids(world.request("GET", "/api/v1/clients", "gina").body) == ["jonly", "x"]
     finally:
-        world.sql("UPDATE users SET tenant = ? WHERE username = ?", ("G", "gina"))
+        world.sql("UPDATE users SET tenant = ? WHERE username = ?", (world.other, "gina"))
 
 
 def test_removed_users_token_stops_working(world: World) -> None:
