@@ -56,6 +56,7 @@ class LoginGate:
         if stored is not None:
             self.learn(stored)
             if self.cache.hit(password, stored):
+                self.throttle.succeeded(identity, address)
                 return True
         flight = (identity, stored or "", self.cache.digest(password))
         if flight in self._flights:  # the same guess already in progress: no second bcrypt

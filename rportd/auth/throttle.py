@@ -185,6 +185,10 @@ class LoginThrottle:
         if ok:
             self._clear(pair_key)
 
+    def succeeded(self, identity: str, address: str) -> None:
+        """A login that needed no check (a cached match) still clears its pair's failures."""
+        self._clear(self._keys(identity, address)[2])
+
     def release(self, reservation: Reservation) -> None:
         """An attempt that was never checked (the pool was full): uncount it."""
         for key in reservation.keys:
