@@ -16,12 +16,13 @@ from .helpers import Response, http
 from .processes import Agent
 from .test_api_tenancy import _mysql_section
 
-PASSWORDS = {"jadmin": "jadmin-pw-1", "jlower": "jlower-pw-2", "bob": "bob-pw-33"}
+PASSWORDS = {"jadmin": "jadmin-pw-1", "jlower": "jlower-pw-2", "bob": "bob-pw-33",
+             "spacey": "spacey-pw-4"}
 SECRETS = {"J_K2": ("k2-secret", "J"), "jk": ("jk-secret", "j"), "spaced": ("sp-secret", " J ")}
 SEED = [
     ("INSERT INTO users (username, password, tenant) VALUES (?, ?, ?)",
      [("jadmin", _hash(PASSWORDS["jadmin"]), "J"), ("jlower", _hash(PASSWORDS["jlower"]), "j"),
-      ("bob", _hash(PASSWORDS["bob"]), "J")]),
+      ("bob", _hash(PASSWORDS["bob"]), "J"), ("spacey", _hash(PASSWORDS["spacey"]), " J")]),
     ("INSERT INTO {groups} (username, {group}, tenant) VALUES (?, ?, ?)",
      [("jadmin", "Administrators", "J"), ("jadmin", "Sneaky", "j"), ("JADMIN", "Upper", "J"),
       ("jlower", "ops", "j")]),
@@ -97,6 +98,12 @@ def test_a_credential_with_a_blank_padded_tenant_belongs_to_that_tenant(world: W
     assert listed(world, "/api/v1/clients-auth", "jadmin") == ["J_K2", "spaced"]
     clients = call(world, "GET", "/api/v1/clients", "jadmin").json()["data"]
     assert {c["id"]: c["tenant"] for c in clients} == {"kx": "J", "sx": "J"}
+
+
+def test_a_user_with_a_blank_padded_tenant_is_in_that_tenant(world: World) -> None:
+    assert call(world, "GET", "/api/v1/me", "spacey").json()["data"]["tenant"] == "J"
+    assert listed(world, "/api/v1/clients", "spacey") == ["kx", "sx"]
+    assert listed(world, "/api/v1/clients-auth", "spacey") == ["J_K2", "spaced"]
 
 
 def test_an_agent_id_in_another_case_does_not_log_in(world: World, tmp_path: Path) -> None:
