@@ -96,16 +96,26 @@ def _latency(rportd: Rportd, source: str, user: str) -> float:
     return time.monotonic() - started
 
 
+def _medians(rportd: Rportd, attempt: int) -> tuple[float, float]:
+    """Median latency of unknown names and of known names with a wrong password, measured in
+    alternating order (so load drifting over the run hits both sides alike)."""
+    unknown, known = [], []
+    for i in range(19):  # distinct names and addresses: no delay applies to either side
+        sides = [(unknown, f"127.{attempt}.1.{i + 1}", f"ghost{attempt}-{i}"),
+                 (known, f"127.{attempt}.2.{i + 1}", f"known{i}")]
+        for samples, source, user in sides if i % 2 else reversed(sides):
+            samples.append(_latency(rportd, source, user))
+    return statistics.median(unknown), statistics.median(known)
+
+
 def test_unknown_users_cost_what_known_users_with_a_wrong_password_cost(rportd: Rportd) -> None:
     _latency(rportd, "127.0.1.250", "known19")  # the source's hash cost is learned
     _latency(rportd, "127.0.1.251", "ghost-warmup")  # the dummy hash is made once
-    unknown, known = [], []
-    for i in range(19):  # distinct names and addresses: no delay applies to either side
-        unknown.append(_latency(rportd, f"127.0.1.{i + 1}", f"ghost{i}"))
-        known.append(_latency(rportd, f"127.0.2.{i + 1}", f"known{i}"))
-    slow, fast = max(statistics.median(unknown), statistics.median(known)), \
-        min(statistics.median(unknown), statistics.median(known))
-    assert (slow - fast) / slow < 0.2, (statistics.median(unknown), statistics.median(known))
+    for attempt in (1, 2):  # a second measurement if other work on the machine skewed the first
+        medians = _medians(rportd, attempt)
+        if (max(medians) - min(medians)) / max(medians) < 0.2:
+            return
+    raise AssertionError(f"unknown vs known-wrong medians differ by over 20 %: {medians}")
 
 
 def test_the_configured_ban_is_openrports(tmp_path: Path) -> None:
