@@ -52,18 +52,28 @@ async def create_first_credentials(config: Config, store: Store, out: TextIO = s
         await tx.execute(f"INSERT INTO {q(config.api.auth_group_table)} "
                          f"(username, {q('group')}, tenant) VALUES (?, ?, ?)",
                          ("admin", "Administrators", DEFAULT_TENANT))
-        await tx.execute(f"INSERT INTO {q(config.server.auth_table)} (id, password, tenant) "
-                         "VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING",
-                         ("client1", client_hash, DEFAULT_TENANT))
+        # Only a password we really stored may be printed: an existing client1 keeps its own.
+        created_client = await tx.execute(
+            f"INSERT INTO {q(config.server.auth_table)} (id, password, tenant) "
+            "VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING", ("client1", client_hash, DEFAULT_TENANT))
+    _print_first_run(config, out, user_password, client_password if created_client else None)
+    return True
+
+
+def _print_first_run(config: Config, out: TextIO, user_password: str,
+                     client_password: str | None) -> None:
     api = config.api.address
     agent_port = config.server.address.rpartition(":")[2]
+    client_line = (f"  client credential: client1:{client_password}\n" if client_password else
+                   "  client credential: client1 already existed; its password is unchanged\n")
+    try_agent = (f"  rport --auth client1:{client_password} 127.0.0.1:{agent_port}\n"
+                 if client_password else "")
     out.write(
         "\nrportd: first start, credentials created (shown only this once, stored hashed in "
         f"{config.database.db_name}):\n"
         f"  API user:          admin:{user_password}   (tenant {DEFAULT_TENANT})\n"
-        f"  client credential: client1:{client_password}\n\n"
+        f"{client_line}\n"
         "Try:\n"
         f"  curl -s -u admin:{user_password} http://{api}/api/v1/clients\n"
-        f"  rport --auth client1:{client_password} 127.0.0.1:{agent_port}\n\n")
+        f"{try_agent}\n")
     out.flush()
-    return True

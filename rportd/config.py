@@ -60,6 +60,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Use the client auth id as the client id (needs auth_multiuse_creds = false)."),
     Setting("server", "auth_write", "bool", True,
             "Whether client credentials may be changed through the API."),
+    Setting("server", "max_failed_login", "int", 5,
+            "Failed logins from one source address (agent port) or one (user, address) pair "
+            "(API) within 15 minutes before it is banned for ban_time; as openrport."),
+    Setting("server", "ban_time", "int", 3600,
+            "Seconds a source address (agent port) or a (user, address) pair (API) stays banned "
+            "after max_failed_login failures."),
     Setting("server", "excluded_ports", "list", ["1-1024"],
             "Ports never given to tunnels (single ports or ranges)."),
     Setting("server", "used_ports", "list", ["20000-30000"],
@@ -142,6 +148,8 @@ class ServerConfig:
     auth_multiuse_creds: bool
     equate_clientauthid_clientid: bool
     auth_write: bool
+    max_failed_login: int
+    ban_time: int
     excluded_ports: tuple[PortRange, ...]
     used_ports: tuple[PortRange, ...]
     data_dir: Path
@@ -412,6 +420,22 @@ def _check_address(address: str, setting: str) -> None:
         raise ConfigError(setting, f"{address!r} must be host:port")
 
 
+MIN_SECRET_BYTES = 32
+
+
+def _check_secrets(server: ServerConfig, api: ApiConfig) -> None:
+    """A short JWT secret can be brute-forced offline from one token, and a guessing limit of 0
+    would switch the protection off: both refuse to start."""
+    if api.jwt_secret and len(api.jwt_secret.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ConfigError("[api] jwt_secret",
+                          f"must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex "
+                          "32`), or unset to have one generated in data_dir")
+    if server.max_failed_login < 1:
+        raise ConfigError("[server] max_failed_login", "must be at least 1")
+    if server.ban_time < 1:
+        raise ConfigError("[server] ban_time", "must be at least 1 (seconds)")
+
+
 def _check_root(server: ServerConfig, embedded: bool) -> None:
     if embedded or server.allow_root:
         return
@@ -468,6 +492,7 @@ def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bo
     _check_tenancy(server, api, db)
     _check_misc(server, api, log)
     _check_root(server, embedded)
+    _check_secrets(server, api)
     return Config(server, api, log, db, tuple(warnings), embedded)
 
 

@@ -25,7 +25,7 @@ from .auth.tokens import TokenIssuer, load_or_create_secret
 from .auth.users import FileUsers, users_from_config
 from .bootstrap import create_first_credentials
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, RportdError
 from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
 from .registry import Registry
 from .store import Store, open_store
@@ -37,6 +37,7 @@ from .wire.hostkey import derive_key_from_seed, fingerprint, load_or_create_host
 __all__ = ["serve", "prepare_database", "Runtime"]
 
 log = logging.getLogger("rportd")
+REVOCATION_PRUNE_INTERVAL = 600.0
 
 
 async def prepare_database(config: Config, store: Store) -> None:
@@ -131,6 +132,8 @@ class Runtime:
         self._api_access_log = (access_logger(api.access_log_file)
                                 if api.address and api.access_log_file else None)
         self.users = users_from_config(config, store)
+        self._jwt_secret = (load_or_create_secret(api.jwt_secret, server.data_dir)
+                            if api.address else b"")
         self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
                                     PortPool(server.used_ports, server.excluded_ports))
         self.agent_port = AgentPort(self.agents, self.host_key)
@@ -177,9 +180,9 @@ class Runtime:
         if users is None:
             log.warning("no API user auth source is set ([api] auth, auth_file or "
                         "auth_user_table): every API request will be refused")
-        tokens = TokenIssuer(load_or_create_secret(api.jwt_secret, self.config.server.data_dir),
-                             self.store)
+        tokens = TokenIssuer(self._jwt_secret, self.store)
         await tokens.load_revocations()
+        self._spawn(self._prune_revocations(tokens))
         authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy)
         await self._listen(build_api(self._api_context(), authenticator), api.address,
                            ssl_context=self._api_tls, access_log=self._api_access_log)
@@ -202,6 +205,15 @@ class Runtime:
         while True:
             await asyncio.sleep(interval)
             await self.registry.expire()
+
+    async def _prune_revocations(self, tokens: TokenIssuer) -> None:
+        """Revoked tokens that expired anyway are forgotten, in memory and in the table."""
+        while True:
+            await asyncio.sleep(REVOCATION_PRUNE_INTERVAL)
+            try:
+                await tokens.prune()
+            except RportdError as exc:
+                log.error("pruning expired token revocations failed: %s", exc)
 
     async def stop(self) -> None:
         """Stop accepting, hang up on agents (recorded as disconnected), then close listeners."""

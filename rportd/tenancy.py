@@ -8,6 +8,8 @@ so a handler cannot forget to apply it.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,16 +17,46 @@ from .config import Config
 from .errors import ConfigError
 from .store import Store
 
-__all__ = ["Scope", "normalize_tenant", "check_tenancy_schema"]
+__all__ = ["Scope", "normalize_tenant", "check_tenancy_schema", "exact_equals", "same_identity",
+           "tenant_tag"]
 
 
 def normalize_tenant(value: Any) -> str:
-    """Tenant columns may be VARCHAR or INT; compare as strings. NULL, '' or blank is no tenant."""
-    if value is None:
+    """The one normalisation of tenant values, used by every query and the registry: VARCHAR or
+    INT, compared as strings with blanks trimmed. NULL, '', blank and an INT column's 0 are no
+    tenant (INT columns are typically NOT NULL DEFAULT 0)."""
+    if value is None or isinstance(value, bool):
+        return ""
+    if isinstance(value, int) and value == 0:
         return ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return str(value).strip()
+
+
+def same_identity(stored: Any, wanted: str) -> bool:
+    """Usernames, credential ids and client ids compare byte for byte: an operator's table with a
+    case- or pad-insensitive collation (rport's MySQL DDL) returns `BOB` or `'bob  '` for
+    `bob`, and such rows must not match."""
+    if isinstance(stored, bytes):
+        stored = stored.decode("utf-8", "replace")
+    return isinstance(stored, str) and stored == wanted
+
+
+def exact_equals(store: Store, column: str) -> str:
+    """SQL that compares `column` to one bound value byte for byte, whatever its collation. Used
+    beside a plain `column = ?` (which keeps the index) where only the exact row may change."""
+    if store.dialect == "mysql":
+        return f"BINARY {column} = BINARY ?"
+    return f"{column} = ? COLLATE BINARY"
+
+
+def tenant_tag(tenant: str) -> str:
+    """The prefix of credential ids a tenant creates through the API: a readable slug plus a hash
+    of the exact tenant, lower-case only, so no two tenants (not `J` and `j` either, whatever
+    the collation) share a namespace, and no tenant can probe another's ids."""
+    slug = re.sub(r"[^a-z0-9]+", "-", tenant.lower()).strip("-")[:16] or "t"
+    return f"{slug}-{hashlib.sha256(tenant.encode('utf-8')).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)

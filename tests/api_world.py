@@ -1,7 +1,9 @@
 """A multi-tenant rportd with real agents, on SQLite or MariaDB, for the API tests.
 
 Tenants J and G each have a user, a credential and clients (both own a client called "x"); user
-`nobody` has no tenant; credential `corph` has no tenant, so its client is orphaned.
+`nobody` has no tenant; credential `corph` has no tenant, so its client is orphaned. On tables
+from rport's case-insensitive DDL the second tenant is `j` instead of `G` (`other`), the case the
+collation must not merge with J.
 """
 
 from __future__ import annotations
@@ -30,15 +32,59 @@ def _hash(password: str) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
 
 
-SEED_SQL = [
-    ("INSERT INTO users (username, password, tenant) VALUES (?, ?, ?)",
-     [("alice", _hash(PASSWORDS["alice"]), "J"), ("gina", _hash(PASSWORDS["gina"]), "G"),
-      ("nobody", _hash(PASSWORDS["nobody"]), "")]),
-    ("INSERT INTO {groups} (username, {group}, tenant) VALUES (?, ?, ?)",
-     [("alice", "Administrators", "J"), ("alice", "Sneaky", "G"), ("gina", "ops", "G")]),
-    ("INSERT INTO clients_auth (id, password, tenant) VALUES (?, ?, ?)",
-     [(auth_id, secret, tenant) for auth_id, (secret, tenant) in CREDENTIALS.items()]),
-]
+def seed_sql(other: str = "G") -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The world's rows, with `other` as the second tenant."""
+    return [
+        ("INSERT INTO users (username, password, tenant) VALUES (?, ?, ?)",
+         [("alice", _hash(PASSWORDS["alice"]), "J"), ("gina", _hash(PASSWORDS["gina"]), other),
+          ("nobody", _hash(PASSWORDS["nobody"]), "")]),
+        ("INSERT INTO {groups} (username, {group}, tenant) VALUES (?, ?, ?)",
+         [("alice", "Administrators", "J"), ("alice", "Sneaky", other), ("gina", "ops", other)]),
+        ("INSERT INTO clients_auth (id, password, tenant) VALUES (?, ?, ?)",
+         [(auth_id, secret, other if tenant == "G" else tenant)
+          for auth_id, (secret, tenant) in CREDENTIALS.items()]),
+    ]
+
+
+SEED_SQL = seed_sql()
+
+
+# rport's documented MySQL DDL (the seed's users and groups, and clients_auth as rport's client
+# auth docs show it, with a tenant): utf8 with its default collation, so comparisons are case-
+# and PAD SPACE-insensitive (`J` = `j`, `'bob  '` = `'bob'`). Operators' tables look like this.
+SEED_MYSQL_DDL = (
+    """CREATE TABLE `users` (
+  `username` varchar(150) NOT NULL,
+  `password` varchar(255) NOT NULL,
+  `tenant` varchar(50) NOT NULL,
+  UNIQUE KEY `username` (`username`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8""",
+    """CREATE TABLE `groups` (
+  `username` varchar(150) NOT NULL,
+  `group` varchar(150) NOT NULL,
+  `tenant` varchar(50) NOT NULL,
+  UNIQUE KEY `username_group_tenant` (`username`,`group`,`tenant`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8""",
+    """CREATE TABLE `clients_auth` (
+  `id` varchar(100) NOT NULL,
+  `password` varchar(100) NOT NULL,
+  `tenant` varchar(50) NOT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8""",
+)
+
+
+def create_seed_tables(database: dict[str, object]) -> None:
+    """The operator's auth tables from rport's DDL, made before `rportd migrate` adds ours."""
+    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
+                           password=MYSQL_PASSWORD, database=str(database["db_name"]),
+                           autocommit=True)
+    try:
+        with conn.cursor() as cursor:
+            for statement in SEED_MYSQL_DDL:
+                cursor.execute(statement)
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -47,6 +93,7 @@ class World:
     kind: str
     database: dict[str, object]
     agents: list[Agent]
+    other: str = "G"
 
     def request(self, method: str, path: str, user: str | None = None, token: str | None = None,
                 body: bytes | None = None, headers: dict[str, str] | None = None) -> Response:
@@ -97,7 +144,9 @@ def drop_mysql_database(name: str) -> None:
 
 
 def build_world(tmp: Path, kind: str, database: dict[str, object],
-                extra: dict[str, dict[str, object]] | None = None) -> World:
+                extra: dict[str, dict[str, object]] | None = None,
+                seed: list[tuple[str, list[tuple[Any, ...]]]] | None = None,
+                agents: tuple[tuple[str, str], ...] = AGENTS, other: str = "G") -> World:
     sections: dict[str, dict[str, object]] = {
         "server": {"auth_table": "clients_auth", "multi_tenancy": True},
         "api": {"auth_user_table": "users", "auth_group_table": "groups"},
@@ -111,14 +160,14 @@ def build_world(tmp: Path, kind: str, database: dict[str, object],
                                                   "database": database})
     subprocess.run([sys.executable, "-m", "rportd.cli", "migrate", "-c", str(migrate)],
                    check=True, capture_output=True)
-    world = World(rportd, kind, database, [])
+    world = World(rportd, kind, database, [], other)
     quote = '"' if kind == "sqlite" else "`"
-    for statement, rows in SEED_SQL:
+    for statement, rows in seed_sql(other) if seed is None else seed:
         sql = statement.format(groups=f"{quote}groups{quote}", group=f"{quote}group{quote}")
         for row in rows:
             world.sql(sql, row)
     rportd.start()
-    for client_id, auth_id in AGENTS:
+    for client_id, auth_id in agents:
         agent = Agent(tmp, rportd.url, f"{auth_id}:{CREDENTIALS[auth_id][0]}", "--id", client_id,
                       "--name", f"{client_id}@{auth_id}", name=f"agent-{client_id}-{auth_id}")
         world.agents.append(agent.start())

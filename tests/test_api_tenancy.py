@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from .api_world import World, build_world, create_mysql_database, drop_mysql_database
+from rportd.tenancy import tenant_tag
+
+from .api_world import (
+    World,
+    build_world,
+    create_mysql_database,
+    create_seed_tables,
+    drop_mysql_database,
+)
 from .conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER, require_mysql
 from .processes import Agent, wait_for
 
@@ -22,20 +30,28 @@ def _mysql_section() -> dict[str, object]:
             "db_password": MYSQL_PASSWORD, "db_name": name}
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql),
+                                        pytest.param("mysql-seed-ddl", marks=pytest.mark.mysql)])
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[World]:
+    """SQLite; MariaDB tables made by `rportd migrate` (binary collation); and MariaDB tables
+    made from rport's own DDL (utf8, case- and pad-insensitive), as operators have them, with
+    tenants J and j."""
     tmp = tmp_path_factory.mktemp(f"world-{request.param}")
     if request.param == "sqlite":
         database: dict[str, object] = {"db_type": "sqlite", "db_name": str(tmp / "rportd.db")}
     else:
         database = _mysql_section()
-    built = build_world(tmp, request.param, database)
+    if request.param == "mysql-seed-ddl":
+        create_seed_tables(database)
+    kind = "sqlite" if request.param == "sqlite" else "mysql"
+    built = build_world(tmp, kind, database,
+                        other="j" if request.param == "mysql-seed-ddl" else "G")
     try:
         yield built
     finally:
         built.stop()
-        if request.param == "mysql":
+        if kind == "mysql":
             drop_mysql_database(str(database["db_name"]))
 
 
@@ -87,7 +103,8 @@ def test_same_client_id_in_two_tenants_are_two_clients(world: World) -> None:
     mine = world.request("GET", "/api/v1/clients/x", "alice").json()["data"]
     theirs = world.request("GET", "/api/v1/clients/x", "gina").json()["data"]
     assert (mine["tenant"], mine["client_auth_id"], mine["name"]) == ("J", "cj", "x@cj")
-    assert (theirs["tenant"], theirs["client_auth_id"], theirs["name"]) == ("G", "cg", "x@cg")
+    assert (theirs["tenant"], theirs["client_auth_id"], theirs["name"]) == \
+        (world.other, "cg", "x@cg")
     assert mine["connection_state"] == theirs["connection_state"] == "connected"
 
 
@@ -161,12 +178,19 @@ def test_credential_created_through_the_api_takes_the_callers_tenant(
     created = world.request("POST", "/api/v1/clients-auth", "alice",
                             body=b'{"id": "cj-new", "password": "new-password-1"}')
     assert created.status == 201, created.body
-    stored = world.sql("SELECT tenant, password FROM clients_auth WHERE id = ?", ("cj-new",))
+    stored_id = created.json()["data"]["id"]
+    assert stored_id == tenant_tag("J") + "_cj-new"  # namespaced by the caller's tenant
+    stored = world.sql("SELECT tenant, password FROM clients_auth WHERE id = ?", (stored_id,))
     assert stored[0][0] == "J" and str(stored[0][1]).startswith("$2b$")
-    duplicate = world.request("POST", "/api/v1/clients-auth", "gina",
-                              body=b'{"id": "cj-new", "password": "other-password"}')
-    assert duplicate.status == 409
-    agent = Agent(tmp_path, world.rportd.url, "cj-new:new-password-1", "--id", "fresh").start()
+    # The same id in another tenant is another credential: no answer depends on J's data.
+    theirs = world.request("POST", "/api/v1/clients-auth", "gina",
+                           body=b'{"id": "cj-new", "password": "other-password"}')
+    assert theirs.status == 201 and theirs.json()["data"]["id"] == tenant_tag(world.other) + "_cj-new"
+    again = world.request("POST", "/api/v1/clients-auth", "alice",
+                          body=b'{"id": "cj-new", "password": "new-password-1"}')
+    assert again.status == 409  # only the caller's own namespace can conflict
+    agent = Agent(tmp_path, world.rportd.url, f"{stored_id}:new-password-1", "--id",
+                  "fresh").start()
     try:
         agent.wait_connected()
         assert "fresh" in ids(world.request("GET", "/api/v1/clients", "alice").body)
@@ -177,8 +201,10 @@ def test_credential_created_through_the_api_takes_the_callers_tenant(
              ["connection_state"] == "disconnected", what="fresh disconnected")
     assert world.request("DELETE", "/api/v1/clients/fresh", "gina").status == 404
     assert world.request("DELETE", "/api/v1/clients/fresh", "alice").status == 204
-    assert world.request("DELETE", "/api/v1/clients-auth/cj-new", "gina").status == 404
-    assert world.request("DELETE", "/api/v1/clients-auth/cj-new", "alice").status == 204
+    assert world.request("DELETE", f"/api/v1/clients-auth/{stored_id}", "gina").status == 404
+    assert world.request("DELETE", f"/api/v1/clients-auth/{stored_id}", "alice").status == 204
+    gina_id = theirs.json()["data"]["id"]
+    assert world.request("DELETE", f"/api/v1/clients-auth/{gina_id}", "gina").status == 204
 
 
 # ---------------------------------------------------------------- users and tokens
@@ -188,10 +214,13 @@ def test_moving_a_user_to_another_tenant_takes_effect_at_once(world: World) -> N
     token = world.token("gina")
     world.sql("UPDATE users SET tenant = ? WHERE username = ?", ("J", "gina"))
     try:
-        assert ids(world.request("GET", "/api/v1/clients", token=token).body) == ["jonly", "x"]
+        # A token is bound to (tenant, username, password hash): the move ends it, and no
+        # token can reach a tenant it was not issued in.
+        refused = world.request("GET", "/api/v1/clients", token=token)
+        assert refused.status == 401 and refused.error_code == "ERR_CODE_INVALID_TOKEN"
         assert ids(world.request("GET", "/api/v1/clients", "gina").body) == ["jonly", "x"]
     finally:
-        world.sql("UPDATE users SET tenant = ? WHERE username = ?", ("G", "gina"))
+        world.sql("UPDATE users SET tenant = ? WHERE username = ?", (world.other, "gina"))
 
 
 def test_removed_users_token_stops_working(world: World) -> None:

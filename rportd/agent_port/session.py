@@ -126,7 +126,7 @@ class AgentSession(asyncssh.SSHServer):
     async def validate_password(self, username: str, password: str) -> bool:
         """Awaitable; the username is the client auth id. False on any doubt."""
         auth = self._services.client_auth
-        credential = await auth.authenticate(username, password) if auth else None
+        credential = await auth.authenticate(username, password, self._address) if auth else None
         if credential is None:
             log.info("agent %s: authentication failed for %r", self._address, username)
             return False

@@ -1,4 +1,8 @@
-"""Who is calling: basic auth or bearer tokens, throttled failures, and the caller's scope.
+"""Who is calling: basic auth or bearer tokens, and the caller's scope.
+
+Password logins are throttled inside the auth layer (auth/gate.py: 429 when refused); bearer
+tokens never touch the throttle, and a token is accepted only for the account generation it was
+issued to (auth/tokens.py).
 
 Every authenticated request carries a `Caller` whose `scope` (tenancy.py) is what the handlers
 pass to the registry and the credential store; a handler never builds a scope itself.
@@ -14,10 +18,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..auth.throttle import LoginThrottle
 from ..auth.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, TokenClaims, TokenIssuer
 from ..auth.users import User, UserSource
-from ..errors import BadRequest, RportdError, Unauthorized
+from ..errors import BadRequest, Unauthorized
 from ..tenancy import Scope
 
 __all__ = ["Caller", "Authenticator", "CALLER", "AUTHENTICATOR", "auth_middleware", "login_get",
@@ -27,12 +30,6 @@ log = logging.getLogger("rportd.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PUBLIC = {("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/health"), ("POST", "/api/v1/login")}
-
-
-class TooManyAttempts(RportdError):
-    status = 429
-    code = "ERR_CODE_TOO_MANY_REQUESTS"
-    title = "Too many failed logins"
 
 
 @dataclass(frozen=True)
@@ -48,30 +45,31 @@ class Authenticator:
     def __init__(self, users: UserSource | None, tokens: TokenIssuer, multi_tenancy: bool):
         self.users = users
         self.tokens = tokens
-        self.throttle = LoginThrottle()
         self._multi_tenancy = multi_tenancy
 
     def _caller(self, user: User, token: TokenClaims | None = None) -> Caller:
         return Caller(user, Scope.for_user(self._multi_tenancy, user.tenant), token)
 
     async def with_password(self, username: str, password: str, address: str) -> Caller:
-        wait = self.throttle.retry_after(username, address)
-        if wait > 0:
-            raise TooManyAttempts(f"too many failed logins; retry in {wait:.0f}s")
-        user = await self.users.authenticate(username, password) if self.users else None
+        """LoginRefused (429) or PoolBusy (503) from the auth layer pass through."""
+        user = await self.users.authenticate(username, password, address) if self.users else None
         if user is None:
-            self.throttle.failed(username, address)
             log.info("failed API login for %r from %s", username, address)
             raise Unauthorized("invalid username or password", code="ERR_CODE_UNAUTHORIZED")
-        self.throttle.succeeded(username)
         return self._caller(user)
 
     async def with_token(self, token: str) -> Caller:
         claims = self.tokens.verify(token)
         user = await self.users.get(claims.username) if self.users else None
-        if user is None:  # removed since the token was issued
+        if user is None or not self.tokens.bound_to(claims, user.tenant, user.username,
+                                                    user.password):
+            # removed, re-created, moved or with a new password since the token was issued
             raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
         return self._caller(user, claims)
+
+    def issue_token(self, user: User, lifetime: int) -> str:
+        account = self.tokens.account(user.tenant, user.username, user.password)
+        return self.tokens.issue(user.username, lifetime, account)
 
     async def from_header(self, header: str, address: str) -> Caller:
         scheme, _, value = header.partition(" ")
@@ -118,7 +116,7 @@ def _lifetime(raw: str | None) -> int:
 
 
 def _token_response(request: web.Request, caller: Caller, lifetime: int) -> web.Response:
-    token = request.app[AUTHENTICATOR].tokens.issue(caller.user.username, lifetime)
+    token = request.app[AUTHENTICATOR].issue_token(caller.user, lifetime)
     return web.json_response({"data": {"token": token}})
 
 

@@ -1,5 +1,11 @@
 """/clients-auth: client credentials of the caller's tenant. Passwords go in (hashed with bcrypt
-off the event loop) and never come out; a new credential takes the caller's tenant."""
+on the API's password pool) and never come out; a new credential takes the caller's tenant.
+
+Credential ids are SSH usernames, one namespace for all tenants. So that no answer depends on
+another tenant's data, under multi-tenancy an id created here is stored as
+`<tenant tag>_<id>` (tenancy.tenant_tag: a slug of the tenant plus a hash of it, lower-case), and
+the 201 shows the stored id the agent must use. A tenant can only create (and so probe) ids in its
+own namespace; `J` and `j` get different tags even on case-insensitive tables."""
 
 from __future__ import annotations
 
@@ -8,14 +14,16 @@ import re
 
 from aiohttp import web
 
-from ..auth.passwords import hash_password
+from ..auth.passwords import check_new_password, hash_password
 from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
-from .auth import CALLER
+from ..tenancy import Scope, tenant_tag
+from .auth import AUTHENTICATOR, CALLER
 from .context import CONTEXT
 
 __all__ = ["list_credentials", "create_credential", "delete_credential"]
 
 _ID = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
+_MAX_STORED_ID = 100  # rport's clients_auth.id is VARCHAR(100)
 
 
 def _writable(request: web.Request) -> None:
@@ -32,12 +40,20 @@ async def list_credentials(request: web.Request) -> web.Response:
     return web.json_response({"data": [{"id": auth_id} for auth_id in ids]})
 
 
-async def create_credential(request: web.Request) -> web.Response:
-    _writable(request)
-    caller = request[CALLER]
-    if caller.scope.sees_nothing:
-        raise Forbidden("a user without a tenant cannot create client credentials",
-                        code="ERR_CODE_NO_TENANT")
+def _stored_id(auth_id: str, scope: Scope) -> str:
+    """The id as stored: prefixed with the caller's tenant tag under multi-tenancy (see the
+    module docstring); an id that already carries the caller's own tag is not prefixed twice."""
+    if scope.tenant is None:
+        return auth_id
+    prefix = tenant_tag(scope.tenant) + "_"
+    stored = auth_id if auth_id.startswith(prefix) else prefix + auth_id
+    if len(stored) > _MAX_STORED_ID:
+        raise BadRequest(f"id must be at most {_MAX_STORED_ID - len(prefix)} characters in this "
+                         "tenant (the stored id is prefixed with the tenant's tag)")
+    return stored
+
+
+async def _new_credential(request: web.Request) -> tuple[str, str]:
     try:
         body = await request.json()
     except ValueError:
@@ -47,13 +63,33 @@ async def create_credential(request: web.Request) -> web.Response:
         raise BadRequest("id must be 1-100 characters of letters, digits, . _ @ -")
     if not isinstance(password, str) or not 8 <= len(password) <= 128:
         raise BadRequest("password must be 8-128 characters")
-    stored = await asyncio.to_thread(hash_password, password)
+    check_new_password(password)
+    return auth_id, password
+
+
+async def _hash(request: web.Request, password: str) -> str:
+    users = request.app[AUTHENTICATOR].users
+    if users is None:
+        return await asyncio.to_thread(hash_password, password)
+    return await users.gate.pool.hash(password)
+
+
+async def create_credential(request: web.Request) -> web.Response:
+    _writable(request)
+    caller = request[CALLER]
+    if caller.scope.sees_nothing:
+        raise Forbidden("a user without a tenant cannot create client credentials",
+                        code="ERR_CODE_NO_TENANT")
+    auth_id, password = await _new_credential(request)
+    stored_id = _stored_id(auth_id, caller.scope)
+    stored = await _hash(request, password)
     auth = request.app[CONTEXT].client_auth
     assert auth is not None
-    # Credential ids are global (they are SSH usernames): an id taken in any tenant conflicts.
-    if not await auth.create(auth_id, stored, caller.scope.tenant or ""):
-        raise Conflict(f"client auth id {auth_id!r} already exists", code="ERR_CODE_ALREADY_EXIST")
-    return web.json_response({"data": {"id": auth_id}}, status=201)
+    # Under multi-tenancy a conflict can only be with the caller's own namespace.
+    if not await auth.create(stored_id, stored, caller.scope.tenant or ""):
+        raise Conflict(f"client auth id {stored_id!r} already exists",
+                       code="ERR_CODE_ALREADY_EXIST")
+    return web.json_response({"data": {"id": stored_id}}, status=201)
 
 
 async def delete_credential(request: web.Request) -> web.Response:

@@ -1,4 +1,9 @@
-"""API tokens: HS256 JWTs naming the user, with an expiry and an id that DELETE /login revokes.
+"""API tokens: HS256 JWTs bound to one account, with an expiry and an id DELETE /login revokes.
+
+A token names the username *and* carries `acc`, an HMAC (with the server secret) over the
+account's tenant, username and stored password hash. A re-created username (new hash, maybe another
+tenant) or a changed or removed password no longer matches, so the token dies with the account
+generation it was issued for — no schema change, and nothing secret inside the token.
 
 Written by hand (about forty lines) rather than adding a JWT library: we need one algorithm,
 and pinning it here rules out the classic "alg: none" and key-confusion mistakes.
@@ -16,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import Unauthorized
+from ..config import MIN_SECRET_BYTES
+from ..errors import ConfigError, Unauthorized
 from ..store import Store
 
 __all__ = ["TokenIssuer", "TokenClaims", "load_or_create_secret", "DEFAULT_LIFETIME",
@@ -40,22 +46,40 @@ class TokenClaims:
     username: str
     jti: str
     expires: int
+    account: str = ""
 
 
 class TokenIssuer:
     def __init__(self, secret: bytes, store: Store):
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError("[api] jwt_secret", f"must be at least {MIN_SECRET_BYTES} bytes")
         self._secret = secret
         self._store = store
-        self._revoked: set[str] = set()
+        self._revoked: dict[str, int] = {}  # jti -> expiry (unix seconds)
 
     async def load_revocations(self) -> None:
-        rows = await self._store.fetchall("SELECT jti FROM api_token_revocations WHERE expires > ?",
-                                          (int(time.time()),))
-        self._revoked = {str(row[0]) for row in rows}
+        rows = await self._store.fetchall(
+            "SELECT jti, expires FROM api_token_revocations WHERE expires > ?",
+            (int(time.time()),))
+        self._revoked = {str(row[0]): int(row[1]) for row in rows}
 
-    def issue(self, username: str, lifetime: int) -> str:
+    def account(self, tenant: str, username: str, stored_password: str) -> str:
+        """The account generation a token is bound to (see the module docstring)."""
+        material = "\x00".join(("rportd-account-v1", tenant, username, stored_password))
+        digest = hmac.new(self._secret, material.encode("utf-8", "surrogatepass"),
+                          hashlib.sha256).digest()
+        return _b64(digest[:18]).decode()
+
+    def bound_to(self, claims: TokenClaims, tenant: str, username: str,
+                 stored_password: str) -> bool:
+        """Whether the token was issued to this very account generation."""
+        expected = self.account(tenant, username, stored_password)
+        return claims.username == username and hmac.compare_digest(expected, claims.account)
+
+    def issue(self, username: str, lifetime: int, account: str = "") -> str:
         now = int(time.time())
-        claims = {"sub": username, "jti": secrets.token_hex(12), "iat": now, "exp": now + lifetime}
+        claims = {"sub": username, "acc": account, "jti": secrets.token_hex(12), "iat": now,
+                  "exp": now + lifetime}
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         signing_input = _HEADER + b"." + body
         signature = _b64(hmac.new(self._secret, signing_input, hashlib.sha256).digest())
@@ -70,7 +94,8 @@ class TokenIssuer:
             if header.encode() != _HEADER or not hmac.compare_digest(expected, signature.encode()):
                 raise ValueError("bad signature")
             claims = json.loads(_unb64(body))
-            result = TokenClaims(str(claims["sub"]), str(claims["jti"]), int(claims["exp"]))
+            result = TokenClaims(str(claims["sub"]), str(claims["jti"]), int(claims["exp"]),
+                                 str(claims.get("acc", "")))
         except (ValueError, KeyError, TypeError):
             raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN") from None
         if result.expires <= time.time():
@@ -80,9 +105,23 @@ class TokenIssuer:
         return result
 
     async def revoke(self, claims: TokenClaims) -> None:
-        self._revoked.add(claims.jti)
+        self._revoked[claims.jti] = claims.expires
         await self._store.execute("INSERT INTO api_token_revocations (jti, expires) VALUES (?, ?)",
                                   (claims.jti, claims.expires))
+
+    @property
+    def revocations(self) -> int:
+        return len(self._revoked)
+
+    async def prune(self) -> int:
+        """Forget revocations of tokens that have expired anyway (memory and table); the count
+        removed from memory. Run periodically by the Runtime."""
+        now = int(time.time())
+        expired = [jti for jti, expires in self._revoked.items() if expires <= now]
+        for jti in expired:
+            del self._revoked[jti]
+        await self._store.execute("DELETE FROM api_token_revocations WHERE expires <= ?", (now,))
+        return len(expired)
 
 
 def load_or_create_secret(configured: str, data_dir: Path) -> bytes:
@@ -92,7 +131,13 @@ def load_or_create_secret(configured: str, data_dir: Path) -> bytes:
         return configured.encode()
     path = data_dir / "jwt_secret"
     if path.exists():
-        return path.read_bytes().strip()
+        secret = path.read_bytes().strip()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError("[api] jwt_secret",
+                              f"unset, and the generated {str(path)!r} holds fewer than "
+                              f"{MIN_SECRET_BYTES} bytes; delete it to have a new one generated, "
+                              "or set jwt_secret")
+        return secret
     secret = secrets.token_hex(32).encode()
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

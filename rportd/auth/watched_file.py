@@ -31,6 +31,7 @@ class WatchedJsonFile(Generic[T]):
         self._mtime = -1.0
         self._checked = float("-inf")  # loop time of the last stat
         self._value = empty
+        self._empty = empty
 
     def _read(self) -> tuple[float, T]:
         mtime = os.stat(self._path).st_mtime
@@ -47,11 +48,18 @@ class WatchedJsonFile(Generic[T]):
         return self._value
 
     async def current(self) -> T:
-        """Like load, but a broken edit keeps the last good contents (and is logged)."""
+        """Like load, but a broken edit keeps the last good contents (and is logged). A deleted
+        file is empty: removing an auth file must stop its credentials, not freeze them."""
         now = asyncio.get_running_loop().time()
         if now - self._checked < _RECHECK:
             return self._value
         self._checked = now
+        if not await asyncio.to_thread(self._path.exists):
+            if self._mtime != -1.0:
+                log.error("%s %r was removed; no credentials from it are valid until it is back",
+                          self._setting, str(self._path))
+            self._mtime, self._value = -1.0, self._empty
+            return self._value
         try:
             return await self.load()
         except ConfigError as exc:
