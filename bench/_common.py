@@ -42,7 +42,7 @@ def start_agent(agent_port: int, client_id: str, remote: str,
     """Our `rport` agent with one tunnel, quiet."""
     return subprocess.Popen([sys.executable, "-m", "rportd.client.cli", "--auth", auth, "--id",
                              client_id, f"127.0.0.1:{agent_port}", remote],
-                            stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_AGENT_LOG", os.devnull), "ab"))
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
