@@ -87,8 +87,8 @@ class AgentPort:
         self._owners: set[asyncio.Task[None]] = set()
         self._sockets: set[AgentSocket] = set()
         self._budget = 0
-        self._log_refused = _Throttled("agent port: refused connections over the "
-                                       "unauthenticated limits")
+        self._log_refused = _Throttled("agent port: refused connections from banned addresses "
+                                       "or over the unauthenticated limits")
         self._log_fds = _Throttled("agent port: out of file descriptors (%s); accepting paused")
 
     # ------------------------------------------------------------------ accepting
@@ -128,7 +128,7 @@ class AgentPort:
         asyncio.get_running_loop().call_later(_RETRY_ACCEPT, self._resume_accepting)
 
     def _accepted(self, conn: socket.socket, address: str) -> None:
-        if not self.admission.admit(address):
+        if self._banned(address) or not self.admission.admit(address):
             self._log_refused()
             conn.close()
             return
@@ -139,6 +139,10 @@ class AgentPort:
         task.add_done_callback(self._owners.discard)
         if len(self._owners) >= self._budget:
             self._pause_accepting()
+
+    def _banned(self, address: str) -> bool:
+        auth = self.services.client_auth
+        return auth is not None and auth.gate.throttle.address_banned(address)
 
     # ------------------------------------------------------------------ one connection
     async def _own(self, conn: socket.socket, address: str) -> None:

@@ -217,3 +217,11 @@ class LoginThrottle:
 
     def banned(self, identity: str, address: str) -> bool:
         return self.retry_after(identity, address) > 0
+
+    def address_banned(self, address: str) -> bool:
+        """Whether `address` itself is banned (agent port): its connections can be dropped at
+        accept, before rportd spends a key exchange on them."""
+        if not self.policy.ban_addresses:
+            return False
+        record = self._records.peek(("addr", address))
+        return record is not None and record.banned_until > time.monotonic()
