@@ -19,6 +19,7 @@ from .agent_port.session import AgentServices
 from .api.app import build_api
 from .api.auth import Authenticator
 from .api.context import ApiContext
+from .api.http_server import ApiRunner
 from .auth.clients import FileClientAuth, client_auth_from_config
 from .auth.tokens import TokenIssuer, load_or_create_secret
 from .auth.users import FileUsers, users_from_config
@@ -127,9 +128,9 @@ class Runtime:
 
     async def _listen(self, app: web.Application, address: str, *,
                       ssl_context: ssl.SSLContext | None = None,
-                      access_log: logging.Logger | None = None) -> None:
-        runner = web.AppRunner(app, access_log=access_log, handle_signals=False,
-                               shutdown_timeout=2.0, access_log_format=COMBINED_LOG_FORMAT)
+                      runner: web.AppRunner | None = None) -> None:
+        runner = runner or web.AppRunner(app, access_log=None, handle_signals=False,
+                                         shutdown_timeout=2.0)
         await runner.setup()
         self._runners.append(runner)
         host, port = _split(address)
@@ -163,8 +164,10 @@ class Runtime:
                              self.store)
         await tokens.load_revocations()
         authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy)
-        await self._listen(build_api(self._api_context(), authenticator), api.address,
-                           ssl_context=self._api_tls, access_log=self._api_access_log)
+        app = build_api(self._api_context(), authenticator)
+        runner = ApiRunner(app, read_timeout=api.read_timeout, access_log=self._api_access_log,
+                           access_log_format=COMBINED_LOG_FORMAT)
+        await self._listen(app, api.address, ssl_context=self._api_tls, runner=runner)
 
     def _api_context(self) -> ApiContext:
         return ApiContext(self.config, self.registry, self.agents.client_auth, self.agents.ports,

@@ -74,7 +74,7 @@ async def open_store(db: DatabaseConfig) -> Store:
     if db.db_type == "sqlite":
         from .sqlite import SQLiteStore
 
-        return await SQLiteStore.open(db.db_name)
+        return await SQLiteStore.open(db.db_name, db.db_timeout)
     if db.db_type == "mysql":
         from .mysql import MySQLStore
 
