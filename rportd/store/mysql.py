@@ -14,7 +14,7 @@ from pymysql.constants import CLIENT
 
 from ..config import DatabaseConfig
 from ..errors import DatabaseUnavailable, StoreError
-from .base import Row, Store, Transaction
+from .base import OutageGate, Row, Store, Transaction
 
 __all__ = ["MySQLStore", "split_statements"]
 
@@ -143,6 +143,7 @@ class MySQLStore(Store):
         self._name = db.db_name
         self._timeout = db.db_timeout
         self._where = db.db_host or "127.0.0.1:3306"
+        self._gate = OutageGate(min(1.0, db.db_timeout / 2))
 
     @classmethod
     async def open(cls, db: DatabaseConfig) -> MySQLStore:
@@ -169,17 +170,23 @@ class MySQLStore(Store):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._gate.call(), self._deadline() as conn:
+            await conn.begin()
+            try:
+                async with conn.cursor() as cursor:
+                    yield _MySQLTransaction(cursor)
+                await conn.commit()
+            except BaseException:
+                if not conn.closed:
+                    conn.close()  # never roll back on a connection that may be stalled
+                raise
+
+    @asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[aiomysql.Connection]:
+        """A pooled connection, the whole use of it within db_timeout; errors translated."""
         try:
             async with asyncio.timeout(self._timeout), self._pool.connection() as conn:
-                await conn.begin()
-                try:
-                    async with conn.cursor() as cursor:
-                        yield _MySQLTransaction(cursor)
-                    await conn.commit()
-                except BaseException:
-                    if not conn.closed:
-                        conn.close()  # never roll back on a connection that may be stalled
-                    raise
+                yield conn
         except _DRIVER_ERRORS as exc:
             raise _translate(exc, self._where) from exc
 
