@@ -86,6 +86,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+@web.middleware
+async def route_errors_first(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A method the path does not have is 405 (with Allow) before authentication: which
+    routes exist is public (openapi.json), and asking for credentials would hide the mistake."""
+    unrouted = request.match_info.http_exception
+    if isinstance(unrouted, web.HTTPMethodNotAllowed):
+        raise unrouted
+    return await handler(request)
+
+
 ADMISSION: web.AppKey[FairAdmission] = web.AppKey("admission")
 
 
@@ -138,7 +148,8 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 def build_api(ctx: ApiContext, authenticator: Authenticator) -> web.Application:
     api = ctx.config.api
     app = web.Application(client_max_size=api.max_request_bytes,
-                          middlewares=[error_middleware, auth.auth_middleware, data_plane_first,
+                          middlewares=[error_middleware, route_errors_first, auth.auth_middleware,
+                                       data_plane_first,
                                        bodies.bounded_body])
     app[CONTEXT] = ctx
     app[AUTHENTICATOR] = authenticator

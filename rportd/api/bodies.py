@@ -11,7 +11,8 @@ from aiohttp import web
 from ..errors import BadRequest, RportdError
 from .context import CONTEXT
 
-__all__ = ["bounded_body", "json_depth", "MAX_JSON_DEPTH", "RequestTimeout"]
+__all__ = ["bounded_body", "json_depth", "MAX_JSON_DEPTH", "RequestTimeout",
+           "UnsupportedMediaType", "ACCEPTED_TYPES"]
 
 log = logging.getLogger("rportd.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -19,6 +20,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # rport's bodies are flat objects; 32 levels leave room and keep json.loads far from
 # Python's recursion limit (5,000 levels raised RecursionError: a 500).
 MAX_JSON_DEPTH = 32
+
+
+# What rport's API takes: JSON, and a form for POST /login (curl -d sends one too)
+ACCEPTED_TYPES = ("application/json", "application/x-www-form-urlencoded")
+
+
+class UnsupportedMediaType(RportdError):
+    status = 415
+    code = "ERR_CODE_UNSUPPORTED_MEDIA_TYPE"
+    title = "Unsupported media type"
 
 
 class RequestTimeout(RportdError):
@@ -63,6 +74,8 @@ async def _read(request: web.Request) -> bytes:
 @web.middleware
 async def bounded_body(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.body_exists:
+        if "Content-Type" in request.headers and request.content_type not in ACCEPTED_TYPES:
+            raise UnsupportedMediaType(f"send the body as {' or '.join(ACCEPTED_TYPES)}")
         try:
             body = await _read(request)
         except RequestTimeout as exc:
