@@ -25,7 +25,7 @@ from .auth.tokens import TokenIssuer, load_or_create_secret
 from .auth.users import FileUsers, users_from_config
 from .bootstrap import create_first_credentials
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
 from .registry import Registry
 from .store import Store, open_store
@@ -186,7 +186,10 @@ class Runtime:
         interval = min(60.0, max(1.0, self.config.server.keep_lost_clients / 10))
         while True:
             await asyncio.sleep(interval)
-            await self.registry.expire()
+            try:
+                await self.registry.expire()
+            except StoreError as exc:  # a database outage must not end expiry for good
+                log.warning("expiring lost clients failed: %s; retrying in %.0fs", exc, interval)
 
     async def stop(self) -> None:
         """Stop accepting, hang up on agents (recorded as disconnected), then close listeners."""

@@ -267,8 +267,8 @@ def test_strangers_cannot_slow_down_users_while_tunnels_stream(server: Server) -
         stream.close()
         server.call("DELETE", f"/api/v1/clients/a1/tunnels/{tunnel['id']}", basic=ADMIN)
         target.close()
-    assert stranger > 1.0, "the flood was not throttled: the test proves nothing"
-    assert user < 0.5, f"an authenticated GET /clients waited {user:.2f}s behind strangers"
+    assert stranger > 2.0, "the flood was not throttled: the test proves nothing"
+    assert user < 1.0, f"an authenticated GET /clients waited {user:.2f}s behind strangers"
 
 
 # ---------------------------------------------------------------- the listing cache

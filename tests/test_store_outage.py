@@ -250,3 +250,38 @@ def test_sqlite_locked_file_is_503_then_recovers(tmp_path: Path) -> None:
     finally:
         agent.stop()
         rportd.stop()
+
+
+@pytest.mark.mysql
+def test_mysql_outage_tells_strangers_nothing(tmp_path: Path, mysql_db: str,
+                                              relay: Relay) -> None:
+    """Users in tables: a login during an outage is a 503 without driver text, for anyone."""
+    import bcrypt
+
+    direct = {"db_type": "mysql", "db_host": f"{MYSQL_HOST}:{MYSQL_PORT}", "db_user": "root",
+              "db_name": mysql_db}
+    _migrate(tmp_path, direct)
+    hashed = bcrypt.hashpw(b"ops-password", bcrypt.gensalt(4)).decode()
+    mysql_execute(mysql_db, f"INSERT INTO users (username, password) VALUES ('ops', '{hashed}')")
+    rportd = Rportd(tmp_path, {
+        "server": {"auth": "c1:secret"},
+        "api": {"auth_user_table": "users", "auth_group_table": "groups"},
+        "database": {**direct, "db_host": f"127.0.0.1:{relay.port}",
+                     "db_timeout": f"{DB_TIMEOUT:g}s"}}).start()
+    try:
+        port = rportd.api_port
+        assert http(port, "GET", "/api/v1/me", basic=("ops", "ops-password")).status == 200
+        for mode in ("refuse", "stall"):
+            relay.set(mode)
+            for basic in (("ops", "ops-password"), ("stranger", "guess")):
+                assert_unavailable(*timed(port, "GET", "/api/v1/me", basic=basic))
+            assert_unavailable(*timed(port, "POST", "/api/v1/login",
+                                      body=b'{"username": "x", "password": "y"}'))
+            assert http(port, "GET", "/api/v1/health").status == 200
+        relay.set("forward")
+        wait_for(lambda: http(port, "GET", "/api/v1/me",
+                              basic=("ops", "ops-password")).status == 200,
+                 timeout=DB_TIMEOUT * 3, what="logins working again")
+    finally:
+        rportd.stop()
+    assert "Traceback" not in rportd.log_text()
