@@ -222,10 +222,15 @@ class Stream:
 async def _flood(port: int, count: int, done: asyncio.Event) -> None:
     """`count` unauthenticated /health requests at once, each on its own connection."""
     async def one() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        await reader.read()
-        writer.close()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return
+        try:
+            writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await reader.read()
+        finally:
+            writer.close()  # also when the flood is cancelled
 
     await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
     done.set()
