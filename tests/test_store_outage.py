@@ -207,17 +207,18 @@ def test_mysql_refused_then_stalled_then_back(tmp_path: Path, mysql_db: str,
         second.stop()
         agent.stop()
         rportd.stop()
-    stored = {row for row in _mysql_ids(mysql_db)}
-    assert stored == {"c1", "c2", "made0", "made3"}
+    assert set(_mysql_ids(mysql_db, "clients_auth")) == {"c1", "c2", "made0", "made3"}
+    assert set(_mysql_ids(mysql_db, "clients")) == {"a1", "a2"}
+    assert "Traceback" not in rportd.log_text()
 
 
-def _mysql_ids(db: str) -> list[str]:
+def _mysql_ids(db: str, table: str) -> list[str]:
     import pymysql
 
     conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", database=db)
     try:
         with conn.cursor() as cursor:
-            cursor.execute("SELECT id FROM clients_auth")
+            cursor.execute(f"SELECT id FROM `{table}`")
             return [str(row[0]) for row in cursor.fetchall()]
     finally:
         conn.close()
