@@ -110,7 +110,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "max_request_bytes", "int", 10240, "Largest API request body."),
     Setting("api", "rate_while_tunnels_busy", "int", 300,
             "API requests per second admitted while tunnels stream (more wait; 0 = no limit). "
-            "Lower keeps more tunnel throughput, higher keeps API latency lower."),
+            "Lower keeps more tunnel throughput, higher keeps API latency lower. Shared fairly "
+            "between callers: each user, and all unauthenticated requests together, get a turn."),
+    Setting("api", "read_timeout", "duration", "10s",
+            "How long a client may take to send a request's headers, or its body; an idle "
+            "keep-alive connection is closed after it too (1s..5m)."),
+    Setting("api", "listing_cache_bytes", "int", 16 << 20,
+            "Memory for cached GET /clients answers, in bytes (0 = no cache)."),
     Setting("logging", "log_file", "str", "", "Log file; empty: stderr."),
     Setting("logging", "log_level", "str", "error", "One of error, warning, info, debug."),
     Setting("database", "db_type", "str", "", "mysql or sqlite."),
@@ -118,6 +124,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database", "db_user", "str", "", "MySQL user."),
     Setting("database", "db_password", "str", "", "MySQL password."),
     Setting("database", "db_name", "str", "", "MySQL database name, or the SQLite file."),
+    Setting("database", "db_timeout", "duration", "5s",
+            "How long one database call (connecting included) may take; then the API answers "
+            "503 ERR_CODE_DATABASE_UNAVAILABLE (1s..1m)."),
 )
 
 _BY_KEY = {(s.section, s.key): s for s in SETTINGS}
@@ -181,6 +190,8 @@ class ApiConfig:
     access_log_file: str
     max_request_bytes: int
     rate_while_tunnels_busy: int
+    read_timeout: float = 10.0
+    listing_cache_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,7 @@ class DatabaseConfig:
     db_user: str
     db_password: str = field(repr=False)
     db_name: str
+    db_timeout: float = 5.0
 
     @property
     def configured(self) -> bool:
@@ -216,7 +228,8 @@ class Config:
         """Where rportd keeps its own tables: the configured database, else SQLite in data_dir."""
         if self.database.configured:
             return self.database
-        return DatabaseConfig("sqlite", "", "", "", str(self.server.data_dir / "rportd.db"))
+        return DatabaseConfig("sqlite", "", "", "", str(self.server.data_dir / "rportd.db"),
+                              self.database.db_timeout)
 
 
 # ---------------------------------------------------------------- value parsing
@@ -271,12 +284,7 @@ def _coerce(setting: Setting, value: Any, name: str) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(name, f"{value!r} is not true or false")
     if kind == "int":
-        if isinstance(value, bool):
-            raise ConfigError(name, f"{value!r} is not a whole number")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(name, f"{value!r} is not a whole number") from None
+        return _coerce_int(value, name)
     if kind == "list":
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
@@ -286,6 +294,17 @@ def _coerce(setting: Setting, value: Any, name: str) -> Any:
     if not isinstance(value, str):
         raise ConfigError(name, f"{value!r} must be a string")
     return value
+
+
+def _coerce_int(value: Any, name: str) -> int:
+    """Whole numbers only: 2048.9 is refused, never truncated (2048.0 is 2048)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        return int(value)
+    raise ConfigError(name, f"{value!r} is not a whole number; write it without a fraction")
 
 
 def _raw_values(
@@ -414,6 +433,28 @@ def _check_agent_port_limits(server: ServerConfig) -> None:
             raise ConfigError(f"[server] {key}", "must be more than 0s and at most 10m")
 
 
+def _check_limits(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> None:
+    """Values that parse but cannot work: refused rather than silently ignored."""
+    if api.max_request_bytes < 1:
+        raise ConfigError("[api] max_request_bytes", "must be at least 1 (bytes of a request body)")
+    if not 1 <= api.read_timeout <= 300:
+        raise ConfigError("[api] read_timeout", "must be between 1s and 5m")
+    if api.listing_cache_bytes < 0:
+        raise ConfigError("[api] listing_cache_bytes", "must be 0 (no cache) or more")
+    if not 1 <= db.db_timeout <= 60:
+        raise ConfigError("[database] db_timeout", "must be between 1s and 1m")
+    if server.used_ports and all(_covered(r, server.excluded_ports) for r in server.used_ports):
+        raise ConfigError("[server] used_ports", "lies entirely inside excluded_ports, so no "
+                                                 "random tunnel port is left; change either")
+    if server.equate_clientauthid_clientid and server.auth_multiuse_creds:
+        raise ConfigError("[server] equate_clientauthid_clientid",
+                          "needs auth_multiuse_creds = false (one client per credential)")
+
+
+def _covered(ports: PortRange, excluded: tuple[PortRange, ...]) -> bool:
+    return all(any(port in r for r in excluded) for port in range(ports.first, ports.last + 1))
+
+
 def _check_address(address: str, setting: str) -> None:
     host, _, port = address.rpartition(":")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -483,14 +524,18 @@ def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bo
     for key in _SERVER_DURATIONS:
         raw_server[key] = parse_duration(raw_server[key], f"[server] {key}")
     server = ServerConfig(**raw_server)
-    api = ApiConfig(**section("api"))
+    raw_api, raw_db = section("api"), section("database")
+    raw_api["read_timeout"] = parse_duration(raw_api["read_timeout"], "[api] read_timeout")
+    raw_db["db_timeout"] = parse_duration(raw_db["db_timeout"], "[database] db_timeout")
+    api = ApiConfig(**raw_api)
     log = LoggingConfig(**section("logging"))
-    db = DatabaseConfig(**section("database"))
+    db = DatabaseConfig(**raw_db)
     _check_duration_bounds(server)
     _check_database(db)
     _check_sources(server, api, db)
     _check_tenancy(server, api, db)
     _check_misc(server, api, log)
+    _check_limits(server, api, db)
     _check_root(server, embedded)
     _check_secrets(server, api)
     return Config(server, api, log, db, tuple(warnings), embedded)

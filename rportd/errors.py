@@ -6,6 +6,7 @@ __all__ = [
     "RportdError",
     "ConfigError",
     "StoreError",
+    "DatabaseUnavailable",
     "NotFound",
     "BadRequest",
     "Unauthorized",
@@ -42,6 +43,15 @@ class ConfigError(RportdError):
 
 class StoreError(RportdError):
     """The database could not do what was asked (unreachable, missing table, bad schema)."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database did not answer in time or refused the connection. The API answers 503 with
+    no driver text; the cause goes to the server log."""
+
+    status = 503
+    code = "ERR_CODE_DATABASE_UNAVAILABLE"
+    title = "Database unavailable"
 
 
 class BadRequest(RportdError):

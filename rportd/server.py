@@ -20,12 +20,13 @@ from .agent_port.session import AgentServices
 from .api.app import build_api
 from .api.auth import Authenticator
 from .api.context import ApiContext
+from .api.http_server import ApiRunner
 from .auth.clients import FileClientAuth, client_auth_from_config
 from .auth.tokens import TokenIssuer, load_or_create_secret
 from .auth.users import FileUsers, users_from_config
 from .bootstrap import create_first_credentials
 from .config import Config
-from .errors import ConfigError, RportdError
+from .errors import ConfigError, RportdError, StoreError
 from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
 from .registry import Registry
 from .store import Store, open_store
@@ -147,9 +148,9 @@ class Runtime:
 
     async def _listen(self, app: web.Application, address: str, *,
                       ssl_context: ssl.SSLContext | None = None,
-                      access_log: logging.Logger | None = None) -> None:
-        runner = web.AppRunner(app, access_log=access_log, handle_signals=False,
-                               shutdown_timeout=2.0, access_log_format=COMBINED_LOG_FORMAT)
+                      runner: web.AppRunner | None = None) -> None:
+        runner = runner or web.AppRunner(app, access_log=None, handle_signals=False,
+                                         shutdown_timeout=2.0)
         await runner.setup()
         self._runners.append(runner)
         host, port = _split(address)
@@ -184,8 +185,10 @@ class Runtime:
         await tokens.load_revocations()
         self._spawn(self._prune_revocations(tokens))
         authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy)
-        await self._listen(build_api(self._api_context(), authenticator), api.address,
-                           ssl_context=self._api_tls, access_log=self._api_access_log)
+        app = build_api(self._api_context(), authenticator)
+        runner = ApiRunner(app, read_timeout=api.read_timeout, access_log=self._api_access_log,
+                           access_log_format=COMBINED_LOG_FORMAT)
+        await self._listen(app, api.address, ssl_context=self._api_tls, runner=runner)
 
     def _api_context(self) -> ApiContext:
         return ApiContext(self.config, self.registry, self.agents.client_auth, self.agents.ports,
@@ -204,7 +207,10 @@ class Runtime:
         interval = min(60.0, max(1.0, self.config.server.keep_lost_clients / 10))
         while True:
             await asyncio.sleep(interval)
-            await self.registry.expire()
+            try:
+                await self.registry.expire()
+            except StoreError as exc:  # a database outage must not end expiry for good
+                log.warning("expiring lost clients failed: %s; retrying in %.0fs", exc, interval)
 
     async def _prune_revocations(self, tokens: TokenIssuer) -> None:
         """Revoked tokens that expired anyway are forgotten, in memory and in the table."""

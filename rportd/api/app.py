@@ -11,29 +11,51 @@ from pathlib import Path
 from aiohttp import web
 
 from .. import __version__
-from ..errors import NotFound, RportdError
-from ..wire.pipe import TrafficMeter
-from . import auth, clients, clients_auth
+from ..errors import DatabaseUnavailable, NotFound, RportdError, StoreError
+from . import auth, bodies, clients, clients_auth
+from .admission import ANONYMOUS, FairAdmission
 from .auth import AUTHENTICATOR, CALLER, Authenticator
 from .context import CONTEXT, ApiContext
+from .http_server import error_body
 from .openapi import openapi_spec
 
-__all__ = ["build_api", "ROUTES"]
+__all__ = ["build_api", "ROUTES", "ADMISSION"]
 
 log = logging.getLogger("rportd.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {400: "ERR_CODE_INVALID_REQUEST", 401: "ERR_CODE_UNAUTHORIZED",
                404: "ERR_CODE_NOT_FOUND", 405: "ERR_CODE_METHOD_NOT_ALLOWED",
-               413: "ERR_CODE_REQUEST_TOO_LARGE"}
+               408: "ERR_CODE_REQUEST_TIMEOUT", 413: "ERR_CODE_REQUEST_TOO_LARGE"}
+_KEPT_HEADERS = ("Allow",)
 
 
 def error_response(status: int, code: str, title: str, detail: str) -> web.Response:
-    response = web.json_response({"errors": [{"code": code, "title": title, "detail": detail}]},
-                                 status=status)
+    response = error_body(status, code, title, detail)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="rportd"'
     return response
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    code = _HTTP_CODES.get(exc.status, f"ERR_CODE_HTTP_{exc.status}")
+    response = error_response(exc.status, code, exc.reason, "")
+    for name in _KEPT_HEADERS:  # 405 says which methods the path has
+        if name in exc.headers:
+            response.headers[name] = exc.headers[name]
+    return response
+
+
+def _store_error(request: web.Request, exc: StoreError) -> web.Response:
+    """The driver's text goes to the log, never to the caller (who may not even be logged in)."""
+    log.warning("%s %s: database: %s", request.method, request.path, exc)
+    if isinstance(exc, DatabaseUnavailable):
+        response = error_response(exc.status, exc.code, exc.title,
+                                  "the database is not answering; retry later")
+        response.headers["Retry-After"] = "5"
+        return response
+    return error_response(500, "ERR_CODE_DATABASE_ERROR", "Database error",
+                          "the database refused the operation; the server log has the details")
 
 
 @web.middleware
@@ -41,13 +63,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """rport's error shape for everything: our errors, aiohttp's, and the unexpected (500)."""
     try:
         response = await handler(request)
+    except StoreError as exc:
+        return _store_error(request, exc)
     except RportdError as exc:
         return error_response(exc.status, exc.code, exc.title, exc.detail)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, f"ERR_CODE_HTTP_{exc.status}")
-        return error_response(exc.status, code, exc.reason, "")
+        return _http_error(exc)
+    except ConnectionError:
+        log.debug("%s %s: the client hung up", request.method, request.path)
+        raise
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(500, "ERR_CODE_INTERNAL", "Internal error",
@@ -60,34 +86,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-class DataPlaneFirst:
-    """While tunnels stream, API requests are admitted at `[api] rate_while_tunnels_busy` at
-    most: Python code gets one core, each request costs tens of microseconds of it, and an
-    unbounded API took two thirds of a busy tunnel's throughput (bench/tunnel_under_api_load.py).
-    Requests over the rate wait; none is refused."""
-
-    def __init__(self, meter: TrafficMeter, rate: int):
-        self._meter = meter
-        self._interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-
-    async def admit(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if not self._interval or not self._meter.busy(now):
-            return
-        slot = max(now, self._next)
-        self._next = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+@web.middleware
+async def route_errors_first(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A method the path does not have is 405 (with Allow) before authentication: which
+    routes exist is public (openapi.json), and asking for credentials would hide the mistake."""
+    unrouted = request.match_info.http_exception
+    if isinstance(unrouted, web.HTTPMethodNotAllowed):
+        raise unrouted
+    return await handler(request)
 
 
-DATA_PLANE_FIRST: web.AppKey[DataPlaneFirst] = web.AppKey("data_plane_first")
+ADMISSION: web.AppKey[FairAdmission] = web.AppKey("admission")
 
 
 @web.middleware
 async def data_plane_first(request: web.Request, handler: Handler) -> web.StreamResponse:
-    await request.app[DATA_PLANE_FIRST].admit()
+    """After authentication: each caller queues for its own turn (admission.py)."""
+    caller = request.get(CALLER)
+    key = ANONYMOUS if caller is None else ("user", caller.scope.tenant, caller.user.username)
+    await request.app[ADMISSION].admit(key)
     return await handler(request)
 
 
@@ -129,14 +146,15 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 
 
 def build_api(ctx: ApiContext, authenticator: Authenticator) -> web.Application:
-    app = web.Application(client_max_size=ctx.config.api.max_request_bytes,
-                          middlewares=[data_plane_first, error_middleware,
-                                       auth.auth_middleware])
+    api = ctx.config.api
+    app = web.Application(client_max_size=api.max_request_bytes,
+                          middlewares=[error_middleware, route_errors_first, auth.auth_middleware,
+                                       data_plane_first,
+                                       bodies.bounded_body])
     app[CONTEXT] = ctx
     app[AUTHENTICATOR] = authenticator
-    app[clients.LISTINGS] = clients.ListingCache()
-    app[DATA_PLANE_FIRST] = DataPlaneFirst(ctx.traffic,
-                                           ctx.config.api.rate_while_tunnels_busy)
+    app[clients.LISTINGS] = clients.ListingCache(api.listing_cache_bytes)
+    app[ADMISSION] = FairAdmission(ctx.traffic, api.rate_while_tunnels_busy)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     if ctx.config.api.doc_root:

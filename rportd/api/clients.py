@@ -3,8 +3,12 @@ so another tenant's client answers exactly like a missing one."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import fnmatch
 import json
+import socket
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -46,7 +50,7 @@ def _page(query: Any) -> tuple[int | None, int]:
         raw = query.get(name)
         if raw is None:
             return None
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise BadRequest(f"{name} must be a whole number")
         return int(raw)
 
@@ -69,22 +73,54 @@ def _client_json(request: web.Request, record: ClientRecord) -> dict[str, Any]:
     return record.to_json(with_tenant=ctx.config.server.multi_tenancy)
 
 
+Query = tuple[tuple[tuple[str, tuple[str, ...]], ...], int | None, int, str]
+
+
+def _normalised_query(query: Any) -> Query:
+    """What a listing depends on, in one canonical form: unknown parameters, their order and
+    repeated filter patterns do not make a different listing (nor a new cache entry)."""
+    filters = tuple(sorted((f, tuple(sorted(set(p)))) for f, p in _filters(query).items()))
+    limit, offset = _page(query)
+    sort = query.get("sort", "id")
+    if sort.lstrip("-") not in SORTABLE:
+        raise BadRequest(f"cannot sort by {sort.lstrip('-')!r}; use one of {', '.join(SORTABLE)}")
+    return filters, limit, offset, sort
+
+
 class ListingCache:
-    """Serialised /clients answers per (scope, query), valid while the registry's version for
-    that scope is unchanged. Serialising 100 clients costs far more than serving bytes."""
+    """Serialised /clients answers per (scope, normalised query), valid while the registry's
+    version for that scope is unchanged, least recently used dropped first once they hold more
+    than `max_bytes`. Serialising 100 clients costs far more than serving bytes."""
 
-    def __init__(self, size: int = 4096):
-        self._size = size
-        self._entries: dict[tuple[str | None, str], tuple[int, bytes]] = {}
+    def __init__(self, max_bytes: int):
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[tuple[str | None, Query], tuple[int, bytes]] = OrderedDict()
 
-    def get(self, key: tuple[str | None, str], version: int) -> bytes | None:
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: tuple[str | None, Query], version: int) -> bytes | None:
         hit = self._entries.get(key)
-        return hit[1] if hit is not None and hit[0] == version else None
+        if hit is None or hit[0] != version:
+            return None
+        self._entries.move_to_end(key)
+        return hit[1]
 
-    def put(self, key: tuple[str | None, str], version: int, body: bytes) -> None:
-        if len(self._entries) >= self._size:
-            self._entries.pop(next(iter(self._entries)))
+    def put(self, key: tuple[str | None, Query], version: int, body: bytes) -> None:
+        self._drop(key)
+        if len(body) > self._max_bytes // 4:  # one huge listing must not flush all the others
+            return
         self._entries[key] = (version, body)
+        self._bytes += len(body)
+        while self._bytes > self._max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: tuple[str | None, Query]) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
 
 
 LISTINGS: web.AppKey[ListingCache] = web.AppKey("listings")
@@ -92,21 +128,22 @@ LISTINGS: web.AppKey[ListingCache] = web.AppKey("listings")
 
 async def list_clients(request: web.Request) -> web.Response:
     scope, registry = request[CALLER].scope, request.app[CONTEXT].registry
-    key, version = (scope.tenant, request.query_string), registry.version(scope)
+    query = _normalised_query(request.query)
+    key, version = (scope.tenant, query), registry.version(scope)
     body = request.app[LISTINGS].get(key, version)
     if body is None:
-        body = json.dumps(_listing(request)).encode()
+        body = json.dumps(_listing(request, query)).encode()
         request.app[LISTINGS].put(key, version, body)
     return web.Response(body=body, content_type="application/json")
 
 
-def _listing(request: web.Request) -> dict[str, Any]:
-    filters, (limit, offset) = _filters(request.query), _page(request.query)
+def _listing(request: web.Request, query: Query) -> dict[str, Any]:
+    filters, limit, offset, sort = query
     bodies = [_client_json(request, r) for r in request.app[CONTEXT].registry.list(
         request[CALLER].scope)]
-    for field, patterns in filters.items():
-        bodies = [b for b in bodies if _matches(b, field, patterns)]
-    bodies = _sort(bodies, request.query.get("sort", "id"))
+    for field, patterns in filters:
+        bodies = [b for b in bodies if _matches(b, field, list(patterns))]
+    bodies = _sort(bodies, sort)
     total = len(bodies)
     bodies = bodies[offset:] if limit is None else bodies[offset:offset + limit]
     return {"data": bodies, "meta": {"count": total}}
@@ -129,7 +166,7 @@ def _host_port(text: str, name: str, default_host: str) -> tuple[str, str]:
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = default_host, text
-    if not port.isdigit() or not 0 < int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
         raise BadRequest(f"{name} must be [host:]port with a port 1..65535, got {text!r}")
     return host.strip("[]") or default_host, port
 
@@ -149,10 +186,33 @@ def _remote_from_query(request: web.Request) -> tuple[Remote, bool]:
     return remote, check
 
 
+_ANY_HOST = ("", "0.0.0.0", "::", "*")
+
+
+def _bindable(host: str) -> None:
+    """Blocking: raise BadRequest unless `host` is an address of this machine (bind to port 0)."""
+    unavailable = "ERR_CODE_LOCAL_ADDRESS_NOT_AVAILABLE"
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError, ValueError):
+        raise BadRequest(f"local host {host!r} does not resolve to an address",
+                         code=unavailable) from None
+    with socket.socket(family, kind) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                return  # e.g. permissions: opening the tunnel will say what is wrong
+            raise BadRequest(f"local host {host!r} is not an address of this server; use one "
+                             "of its addresses or 0.0.0.0", code=unavailable) from None
+
+
 async def put_tunnel(request: web.Request) -> web.Response:
     """Create a tunnel: listen on local (or a random pool port) and forward to remote."""
     record = _record(request)
     remote, check = _remote_from_query(request)
+    if remote.lhost not in _ANY_HOST:
+        await asyncio.to_thread(_bindable, remote.lhost)  # getaddrinfo may block
     ctx = request.app[CONTEXT]
     if remote.lport and ctx.ports.excluded(int(remote.lport)):
         raise BadRequest(f"local port {remote.lport} is in excluded_ports",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ..config import DatabaseConfig
-from ..errors import StoreError
+from ..errors import DatabaseUnavailable, StoreError
 
-__all__ = ["Store", "Row", "open_store"]
+__all__ = ["Store", "Row", "open_store", "OutageGate"]
 
 Row = tuple[Any, ...]
 
@@ -61,6 +63,36 @@ class Store(abc.ABC):
         """Release connections."""
 
 
+class OutageGate:
+    """Fails calls fast while the database is known to be down, so a stall does not make every
+    caller wait out its own deadline: after a failure, calls within `cool_down` seconds fail at
+    once; then one call at a time tries the database again (the others fail at once) until one
+    succeeds."""
+
+    def __init__(self, cool_down: float):
+        self._cool_down = cool_down
+        self._retry_at: float | None = None  # None: the database is up
+        self._probing = False
+
+    @asynccontextmanager
+    async def call(self) -> AsyncIterator[None]:
+        now = asyncio.get_running_loop().time()
+        if self._retry_at is not None and (now < self._retry_at or self._probing):
+            raise DatabaseUnavailable("the database is down; not trying again yet")
+        probing = self._retry_at is not None
+        self._probing = self._probing or probing
+        try:
+            yield
+        except DatabaseUnavailable:
+            self._retry_at = asyncio.get_running_loop().time() + self._cool_down
+            raise
+        else:
+            self._retry_at = None
+        finally:
+            if probing:
+                self._probing = False
+
+
 class Transaction(abc.ABC):
     @abc.abstractmethod
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
@@ -74,7 +106,7 @@ async def open_store(db: DatabaseConfig) -> Store:
     if db.db_type == "sqlite":
         from .sqlite import SQLiteStore
 
-        return await SQLiteStore.open(db.db_name)
+        return await SQLiteStore.open(db.db_name, db.db_timeout)
     if db.db_type == "mysql":
         from .mysql import MySQLStore
 

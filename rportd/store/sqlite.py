@@ -1,4 +1,4 @@
-"""SQLite backend (aiosqlite, WAL): the embedded default and an operator's sqlite database."""
+"""SQLite backend (aiosqlite, WAL), a deadline on every call: the embedded default and an operator's file."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import aiosqlite
 
-from ..errors import StoreError
+from ..errors import DatabaseUnavailable, StoreError
 from .base import Row, Store, Transaction
 
 __all__ = ["SQLiteStore"]
@@ -30,22 +30,34 @@ class _SQLiteTransaction(Transaction):
             return [tuple(row) for row in await cursor.fetchall()]
 
 
+def _translate(exc: BaseException) -> StoreError:
+    """A locked file or a call over the deadline is an outage (503); anything else a fault."""
+    if isinstance(exc, TimeoutError):
+        return DatabaseUnavailable("SQLite did not answer within the db_timeout")
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return DatabaseUnavailable(f"SQLite: {exc}")
+    return StoreError(str(exc))
+
+
 class SQLiteStore(Store):
     dialect = "sqlite"
 
-    def __init__(self, db: aiosqlite.Connection, probe: sqlite3.Connection):
+    def __init__(self, db: aiosqlite.Connection, probe: sqlite3.Connection, timeout: float = 5.0):
         self._db = db
         self._probe = probe
+        self._timeout = timeout
         # One connection serialises writers; the lock keeps a transaction's statements together.
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str) -> SQLiteStore:
+    async def open(cls, path: str, timeout: float = 5.0) -> SQLiteStore:
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(path, isolation_level=None)
             await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA busy_timeout=5000")
+            # a locked file waits most of the deadline, then fails cleanly as "database is
+            # locked" (before the deadline abandons a call still running in aiosqlite's thread)
+            await db.execute(f"PRAGMA busy_timeout={int(timeout * 800)}")
             await db.execute("PRAGMA foreign_keys=ON")
             # A read-only side connection for data_version: it reads the WAL index (shared
             # memory), a few microseconds, so the event loop may call it per request.
@@ -53,7 +65,7 @@ class SQLiteStore(Store):
                                     check_same_thread=False)
         except (OSError, aiosqlite.Error, sqlite3.Error) as exc:
             raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
-        return cls(db, probe)
+        return cls(db, probe, timeout)
 
     def data_version(self) -> int | None:
         try:
@@ -66,10 +78,10 @@ class SQLiteStore(Store):
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
-            async with self._db.execute(sql, params) as cursor:
+            async with asyncio.timeout(self._timeout), self._db.execute(sql, params) as cursor:
                 return [tuple(row) for row in await cursor.fetchall()]
-        except aiosqlite.Error as exc:
-            raise StoreError(str(exc)) from exc
+        except (aiosqlite.Error, TimeoutError) as exc:
+            raise _translate(exc) from exc
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.transaction() as tx:
@@ -77,17 +89,18 @@ class SQLiteStore(Store):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                yield _SQLiteTransaction(self._db)
-                await self._db.execute("COMMIT")
-            except BaseException as exc:
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-                if isinstance(exc, aiosqlite.Error):
-                    raise StoreError(str(exc)) from exc
-                raise
+        try:
+            async with asyncio.timeout(self._timeout), self._lock:
+                try:
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    yield _SQLiteTransaction(self._db)
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
+                    raise
+        except (aiosqlite.Error, TimeoutError) as exc:
+            raise _translate(exc) from exc
 
     async def executescript(self, script: str) -> None:
         """Run a migration file inside one transaction (SQLite DDL is transactional)."""

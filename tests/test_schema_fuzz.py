@@ -1,0 +1,86 @@
+"""Schemathesis against /api/v1/openapi.json of a real rportd, as an authenticated user: every
+check, a bounded number of examples and a time budget; 0 server errors, 0 schema violations."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rportd.api.openapi import openapi_spec
+
+from .helpers import http, write_config
+from .processes import Rportd
+
+ADMIN = ("admin", "foobaz")
+# ignored_auth probes every operation with one fixed invalid basic credential; the login
+# throttle answers 429 after 5 failures for a name (by design: tests/test_api.py), which that
+# check counts as a failure. Its intent is test_every_secured_operation_refuses_bad_credentials.
+CHECKS = ["--checks", "all", "--exclude-checks", "ignored_auth"]
+# DELETE /login would revoke the token the run authenticates with (tested in tests/test_api.py).
+EXCLUDED = ["--exclude-operation-id", "logout"]
+# POST /clients-auth answers 500 for passwords over 72 bytes or with a NUL until issue 8's
+# password fix in rportd/api/clients_auth.py lands (another branch): run apart, xfail until then.
+CREDENTIALS = ["--include-operation-id", "createClientCredential"]
+
+
+@pytest.fixture(scope="module")
+def rportd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rportd]:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    database = {"db_type": "sqlite", "db_name": str(tmp / "rportd.db")}
+    migrate = write_config(tmp / "migrate.conf", {
+        "server": {"allow_root": True, "data_dir": str(tmp / "data")}, "database": database})
+    subprocess.run([sys.executable, "-m", "rportd.cli", "migrate", "-c", str(migrate)],
+                   check=True, capture_output=True)
+    server = Rportd(tmp, {"server": {"auth_table": "clients_auth"},
+                          "api": {"auth": "admin:foobaz"}, "database": database}).start()
+    yield server
+    server.stop()
+
+
+def schemathesis(rportd: Rportd, *selection: str) -> subprocess.CompletedProcess[str]:
+    token = http(rportd.api_port, "GET", "/api/v1/login?token-lifetime=3600",
+                 basic=ADMIN).json()["data"]["token"]
+    config = rportd.tmp / "schemathesis.toml"
+    config.write_text(f'[auth.openapi.bearer]\nbearer = "{token}"\n')
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert st, "schemathesis is not installed: pip install -e '.[test]'"
+    command = [st, "--config-file", str(config), "--no-color", "run",
+               f"{rportd.api}/api/v1/openapi.json", *CHECKS, *selection,
+               "--max-examples", "8", "--max-time", "25", "--seed", "1", "--no-shrink",
+               "--request-timeout", "10", "--workers", "2", "--report-dir", str(rportd.tmp)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=100,
+                          cwd=rportd.tmp)
+
+
+def assert_clean(result: subprocess.CompletedProcess[str], rportd: Rportd) -> None:
+    report = result.stdout[-6000:] + result.stderr[-2000:]
+    assert result.returncode == 0, report
+    assert "Traceback" not in rportd.log_text(), rportd.log_text()[-4000:]
+
+
+def test_schemathesis_finds_nothing(rportd: Rportd) -> None:
+    assert_clean(schemathesis(rportd, *EXCLUDED, "--exclude-operation-id",
+                              "createClientCredential"), rportd)
+
+
+@pytest.mark.xfail(reason="waits for the password fix (issue 8 item 10) in api/clients_auth.py",
+                   strict=True)
+def test_schemathesis_on_credential_creation(rportd: Rportd) -> None:
+    assert_clean(schemathesis(rportd, *CREDENTIALS), rportd)
+
+
+def test_every_secured_operation_refuses_bad_credentials(rportd: Rportd) -> None:
+    spec = openapi_spec()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if operation.get("security") == []:
+                continue
+            concrete = path.replace("{id}", "x").replace("{tunnel_id}", "t")
+            for auth in ({}, {"token": "not.a.token"}):
+                answer = http(rportd.api_port, method.upper(), concrete, **auth)  # type: ignore[arg-type]
+                assert answer.status == 401, (method, path, auth, answer.body)
