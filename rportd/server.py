@@ -223,6 +223,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop accepting, hang up on agents (recorded as disconnected), then close listeners."""
+        self.agent_port.stop_accepting()
         for task in list(self._tasks):
             task.cancel()
         for site in self._sites:

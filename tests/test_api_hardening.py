@@ -267,7 +267,10 @@ def test_strangers_cannot_slow_down_users_while_tunnels_stream(server: Server) -
 
     try:
         wait_for(lambda: stream.moved > 8 << 20, what="the tunnel streaming")
-        user, stranger = asyncio.run(scenario())
+        for _ in range(3):  # the precondition (tunnels busy the whole time) is timing-dependent
+            user, stranger = asyncio.run(scenario())
+            if stranger > 2.0:
+                break
     finally:
         stream.close()
         server.call("DELETE", f"/api/v1/clients/a1/tunnels/{tunnel['id']}", basic=ADMIN)

@@ -78,7 +78,11 @@ async def guess(world: World, source: str, auth_id: str, passwords: list[str]) -
     loop = asyncio.get_running_loop()
     options.waiter = loop.create_future()
     conn = RportClientConnection(loop, options, wait="auth")
-    (await websocket_from(world, source)).attach(conn)
+    try:  # once the address is banned, the agent port drops it at accept
+        transport = await websocket_from(world, source)
+    except ConnectionError:
+        return False
+    transport.attach(conn)
     try:
         await asyncio.wait_for(options.waiter, 60)
     except (asyncssh.PermissionDenied, asyncssh.ConnectionLost, ConnectionError):

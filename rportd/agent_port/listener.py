@@ -240,12 +240,17 @@ class AgentPort:
         return observe
 
     # ------------------------------------------------------------------ shutdown
-    async def stop(self) -> None:
-        """Stop accepting, hang up on every connection, wait (bounded) for their cleanups."""
+    def stop_accepting(self) -> None:
+        """Close the listening socket: connections that arrive now are refused by the kernel
+        (agents retry), never half-served by a process that is going away."""
         self._pause_accepting()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+    async def stop(self) -> None:
+        """Stop accepting, hang up on every connection, wait (bounded) for their cleanups."""
+        self.stop_accepting()
         for agent in list(self._sockets):
             self._hang_up(agent)
         if self._owners:
