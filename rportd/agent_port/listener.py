@@ -11,11 +11,14 @@ import asyncio
 import copy
 import logging
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 import asyncssh
 from aiohttp import WSMsgType, web
 
 from ..wire.websocket import WebSocketTransport
+from .lifecycle import Lifecycle, State
 from .session import AgentServices, AgentSession, RportServerConnection
 
 __all__ = ["build_agent_app", "AGENT_SERVICES"]
@@ -54,24 +57,37 @@ async def handle_agent(request: web.Request) -> web.StreamResponse:
 
 async def _run_ssh(app: web.Application, ws: web.WebSocketResponse,
                    transport: WebSocketTransport, peer: str) -> None:
-    services = app[AGENT_SERVICES]
-    auth_done = asyncio.Event()
+    lifecycle = Lifecycle(peer)
+    session = AgentSession(app[AGENT_SERVICES], lifecycle)
     options = copy.copy(app[_OPTIONS])  # shared settings; only the session factory differs
-    options.protocol_factory = lambda: AgentSession(services, peer, auth_done)
+    options.protocol_factory = lambda: session
     reader: asyncio.Task[None] | None = None
     try:
         async with app[_HANDSHAKES]:
+            lifecycle.advance(State.HANDSHAKING)
             conn = RportServerConnection(asyncio.get_running_loop(), options)
             transport.attach(conn)
             reader = asyncio.create_task(_pump(ws, transport))
-            waiter = asyncio.create_task(auth_done.wait())
-            await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-        await reader
+            await _first(reader, session.auth_done.wait())
+        await _first(reader, lifecycle.wait_closing())
     finally:
         if reader is not None:
             reader.cancel()
+        lifecycle.close()
         transport.lost(None)
+        try:
+            await session.cleanup()
+        finally:
+            lifecycle.advance(State.CLOSED)
+
+
+async def _first(task: asyncio.Task[None], other: Coroutine[Any, Any, Any]) -> None:
+    """Wait until `task` ends or `other` completes, whichever is first."""
+    waiter = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 def _keepalive(sock: socket.socket | None) -> None:

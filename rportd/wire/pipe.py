@@ -1,7 +1,10 @@
 """A TCP socket joined to an SSH channel with rport's semantics: when either side ends, both close.
 
 Flow control runs end to end: a full socket pauses the channel, a full channel (peer window
-exhausted) pauses the socket, so neither side buffers more than the SSH window.
+exhausted, or the SSH connection itself paused) pauses the socket, so neither side buffers more
+than the SSH window plus the transports' high-water marks. A socket that stays unwritable for
+`write_deadline` seconds (a peer that stopped reading) is aborted, and so is one still flushing
+that long after a close: from Python 3.12 `Server.wait_closed()` waits for such sockets.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Any
 
 from asyncssh import SSHTCPChannel, SSHTCPSession
 
-__all__ = ["Pipe", "TrafficMeter"]
+__all__ = ["Pipe", "TrafficMeter", "WRITE_DEADLINE"]
+
+WRITE_DEADLINE = 30.0
 
 
 class TrafficMeter:
@@ -36,13 +41,16 @@ class Pipe:
     """Owns one tunnel stream. `socket_protocol()` is the asyncio protocol for the TCP side,
     `channel_session()` the asyncssh session for the channel side."""
 
-    def __init__(self, meter: TrafficMeter | None = None) -> None:
+    def __init__(self, meter: TrafficMeter | None = None,
+                 write_deadline: float = WRITE_DEADLINE) -> None:
         self.meter = meter or TrafficMeter()
         self.transport: asyncio.Transport | None = None
         self.channel: SSHTCPChannel[bytes] | None = None
-        loop = asyncio.get_running_loop()
-        self.connected: asyncio.Future[None] = loop.create_future()  # the socket side is up
-        self.closed: asyncio.Future[None] = loop.create_future()
+        self.write_deadline = write_deadline
+        self._loop = asyncio.get_running_loop()
+        self.connected: asyncio.Future[None] = self._loop.create_future()  # the socket side is up
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self._deadline: asyncio.TimerHandle | None = None
 
     def socket_protocol(self) -> asyncio.Protocol:
         return _SocketEnd(self)
@@ -51,12 +59,40 @@ class Pipe:
         return _ChannelEnd(self)
 
     def close(self) -> None:
-        if self.transport is not None:
+        """End both sides, letting the socket flush what it holds, within the write deadline."""
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+            if self.transport.get_write_buffer_size():
+                self.start_deadline()
+        self._finish()
+
+    def abort(self) -> None:
+        """End both sides at once, dropping unsent bytes (tunnel deleted, agent gone)."""
+        if self.transport is not None:
+            self.transport.abort()
+        self._finish()
+
+    def _finish(self) -> None:
         if self.channel is not None:
             self.channel.close()
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def start_deadline(self) -> None:
+        """The socket cannot take more bytes: abort it unless it drains within the deadline."""
+        if self._deadline is None:
+            self._deadline = self._loop.call_later(self.write_deadline, self._overdue)
+
+    def stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _overdue(self) -> None:
+        self._deadline = None
+        if self.transport is not None:
+            self.transport.abort()
+        self._finish()
 
 
 class _SocketEnd(asyncio.Protocol):
@@ -84,13 +120,16 @@ class _SocketEnd(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._pipe.stop_deadline()
         self._pipe.close()
 
     def pause_writing(self) -> None:
+        self._pipe.start_deadline()
         if self._pipe.channel is not None:
             self._pipe.channel.pause_reading()
 
     def resume_writing(self) -> None:
+        self._pipe.stop_deadline()
         if self._pipe.channel is not None:
             self._pipe.channel.resume_reading()
 
