@@ -10,7 +10,9 @@ that long after a close: from Python 3.12 `Server.wait_closed()` waits for such 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import struct
 from typing import Any
 
 from asyncssh import SSHTCPChannel, SSHTCPSession
@@ -69,7 +71,7 @@ class Pipe:
     def abort(self) -> None:
         """End both sides at once, dropping unsent bytes (tunnel deleted, agent gone)."""
         if self.transport is not None:
-            self.transport.abort()
+            _reset(self.transport)
         self._finish()
 
     def _finish(self) -> None:
@@ -90,9 +92,17 @@ class Pipe:
 
     def _overdue(self) -> None:
         self._deadline = None
-        if self.transport is not None:
-            self.transport.abort()
-        self._finish()
+        self.abort()
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Abort with a TCP reset: a plain close would leave the kernel still trying to deliver the
+    unread bytes to a peer that never reads, holding the socket's memory meanwhile."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class _SocketEnd(asyncio.Protocol):
