@@ -110,6 +110,14 @@ class RportServerConnection(RportVersionMixin, SSHServerConnection):
     def _process_cmd_result_global_request(self, packet: SSHPacket) -> None:
         self._session.on_cmd_result(bytes(packet.get_remaining_payload()))
 
+    def pause_writing(self) -> None:
+        """The transport to the agent is full (asyncssh ignores this): stop reading every tunnel
+        socket, so what waits for the agent is bounded by the transport's buffer."""
+        self._session.pause_tunnels(True)
+
+    def resume_writing(self) -> None:
+        self._session.pause_tunnels(False)
+
 
 class AgentSession(asyncssh.SSHServer):
     """The SSHServer for one agent connection (asyncssh calls the hooks below)."""
@@ -124,6 +132,7 @@ class AgentSession(asyncssh.SSHServer):
         self.record: ClientRecord | None = None
         self.tunnels: dict[str, Tunnel] = {}
         self._next_tunnel_id = 1
+        self._paused = False  # the connection to the agent cannot take more data
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeout: asyncio.TimerHandle | None = None
 
@@ -392,6 +401,12 @@ class AgentSession(asyncssh.SSHServer):
             await asyncio.wait(pending, timeout=CLEANUP_WAIT)
 
     # ------------------------------------------------------------------ internal interface
+    def pause_tunnels(self, paused: bool) -> None:
+        """Called when the agent's connection pauses or resumes writing."""
+        self._paused = paused
+        for tunnel in self.tunnels.values():
+            tunnel.set_paused(paused)
+
     async def alive(self) -> bool:
         """Whether the agent answers a ping within LIVENESS_TIMEOUT (any answer will do: the Go
         client replies to `ping`, others refuse it, both prove the connection is alive)."""
@@ -462,6 +477,7 @@ class AgentSession(asyncssh.SSHServer):
         remote = dataclasses.replace(remote, rhost=remote.rhost or "127.0.0.1")
         tunnel = await self._listen(tunnel_id, remote)
         self.tunnels[tunnel.id] = tunnel
+        tunnel.set_paused(self._paused)
         self._services.ports_in_use.add(int(tunnel.remote.lport))
         if not self.lifecycle.accepting_work:  # closed while we listened
             await self._drop_live(tunnel.id)

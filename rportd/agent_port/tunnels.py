@@ -40,6 +40,7 @@ class Tunnel:
     acl: Acl | None = None
     meter: TrafficMeter | None = None
     write_deadline: float = WRITE_DEADLINE
+    paused: bool = False  # the agent's connection cannot take more: read no tunnel socket
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, **self.remote.to_json()}
@@ -60,6 +61,8 @@ class Tunnel:
         pipe = Pipe(self.meter, self.write_deadline)
         protocol = pipe.socket_protocol()
         self.pipes.add(pipe)  # from accept on, so close() aborts it even before it started
+        if self.paused:
+            pipe.block_reading("connection")
         pipe.closed.add_done_callback(lambda _: self.pipes.discard(pipe))
         task = asyncio.get_running_loop().create_task(self._start(pipe, opener))
         task.add_done_callback(_log_failure)
@@ -83,6 +86,15 @@ class Tunnel:
         except Exception as exc:  # the agent refused or went away: drop this stream only
             log.info("tunnel %s: channel to %s failed: %s", self.id, target, exc)
             pipe.abort()
+
+    def set_paused(self, paused: bool) -> None:
+        """The agent's SSH connection paused or resumed writing: so do all our sockets' reads."""
+        self.paused = paused
+        for pipe in self.pipes:
+            if paused:
+                pipe.block_reading("connection")
+            else:
+                pipe.unblock_reading("connection")
 
     async def close(self) -> None:
         """Stop listening and abort every stream: a user that never reads cannot hold it up."""

@@ -53,12 +53,34 @@ class Pipe:
         self.connected: asyncio.Future[None] = self._loop.create_future()  # the socket side is up
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self._deadline: asyncio.TimerHandle | None = None
+        # Why the socket must not be read now: "opening" (no channel yet), "channel" (the
+        # channel's send buffer is above its high-water mark), "connection" (the agent's whole
+        # connection cannot take more). Reading resumes only when no reason is left.
+        self._read_blocks: set[str] = {"opening"}
 
     def socket_protocol(self) -> asyncio.Protocol:
         return _SocketEnd(self)
 
     def channel_session(self) -> SSHTCPSession[bytes]:
         return _ChannelEnd(self)
+
+    def block_reading(self, reason: str) -> None:
+        self._read_blocks.add(reason)
+        self.apply_reading()
+
+    def unblock_reading(self, reason: str) -> None:
+        self._read_blocks.discard(reason)
+        self.apply_reading()
+
+    def apply_reading(self) -> None:
+        """Pause or resume the socket's reading to match the blocks."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._read_blocks and transport.is_reading():
+            transport.pause_reading()
+        elif not self._read_blocks and not transport.is_reading():
+            transport.resume_reading()
 
     def close(self) -> None:
         """End both sides, letting the socket flush what it holds, within the write deadline."""
@@ -115,8 +137,7 @@ class _SocketEnd(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._pipe.channel is None:
-            transport.pause_reading()  # until the channel is open
+        self._pipe.apply_reading()  # paused while any block is left (usually "opening")
         if not self._pipe.connected.done():
             self._pipe.connected.set_result(None)
 
@@ -152,8 +173,7 @@ class _ChannelEnd(SSHTCPSession[bytes]):
         self._pipe.channel = chan
 
     def session_started(self) -> None:
-        if self._pipe.transport is not None:
-            self._pipe.transport.resume_reading()
+        self._pipe.unblock_reading("opening")
 
     def data_received(self, data: bytes, datatype: Any) -> None:
         if self._pipe.transport is not None:
@@ -168,9 +188,7 @@ class _ChannelEnd(SSHTCPSession[bytes]):
         self._pipe.close()
 
     def pause_writing(self) -> None:
-        if self._pipe.transport is not None:
-            self._pipe.transport.pause_reading()
+        self._pipe.block_reading("channel")
 
     def resume_writing(self) -> None:
-        if self._pipe.transport is not None:
-            self._pipe.transport.resume_reading()
+        self._pipe.unblock_reading("channel")
