@@ -194,3 +194,19 @@ async def test_an_id_longer_than_the_column_is_refused_before_any_write(
     assert clients(rportd) == {}
     ok, _ = await new_connection(rportd, {"ID": "y" * 150})
     assert ok
+
+
+async def test_a_database_outage_beyond_the_retries_hangs_up_without_a_failure_text(
+        tmp_path: Path, rportd: Rportd) -> None:
+    lock = HeldLock(own_db(tmp_path), 22)
+    conn = await open_ssh(settings(rportd))
+    # asyncssh fails a request whose connection closed with an empty payload; the Go client
+    # sees io.EOF and reconnects after its backoff.
+    ok, text = await asyncio.wait_for(
+        send_global_request(conn, "new_connection", b'{"ID":"unlucky"}'), 30)
+    assert (ok, text) == (False, b"")
+    await asyncio.wait_for(conn.wait_closed(), 5)
+    assert "closing without an answer so the client retries" in rportd.log_text()
+    await asyncio.to_thread(lock.thread.join, 10)
+    assert "unlucky" not in clients(rportd) or (
+        clients(rportd)["unlucky"]["connection_state"] == "disconnected")
