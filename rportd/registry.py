@@ -52,6 +52,10 @@ class ClientSession(Protocol):
 
     def close(self) -> None: ...
 
+    async def wait_closed(self) -> None:
+        """Return once the session has released everything it held (its tunnels' ports)."""
+        ...
+
     async def alive(self) -> bool:
         """Whether the agent still answers (a want-reply request, bounded in time)."""
         ...
@@ -211,9 +215,9 @@ class Registry:
                 self._changed(tenant)
             else:
                 await self._commit(record, details=details, session=session, disconnected_at=None)
-            if stale is not None:
-                stale.close()
-            return record
+        if stale is not None:  # outside the lock: its cleanup records its own disconnect
+            await _close_and_wait(stale)
+        return record
 
     async def _stale_session(self, record: ClientRecord | None,
                              session: ClientSession) -> ClientSession | None:
@@ -318,6 +322,16 @@ class Registry:
                 await self._forget(record)
             except StoreError as exc:
                 log.error("client %s: not expired, the store failed: %s", record.id, exc)
+
+
+async def _close_and_wait(session: ClientSession, seconds: float = 10.0) -> None:
+    """Close a replaced session and give it time to release its tunnels' ports, which its
+    successor is about to listen on."""
+    session.close()
+    try:
+        await asyncio.wait_for(session.wait_closed(), seconds)
+    except TimeoutError:
+        log.warning("a replaced session took more than %ss to close", seconds)
 
 
 def _lost_before(record: ClientRecord, cutoff: float) -> bool:

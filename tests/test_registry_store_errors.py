@@ -32,6 +32,9 @@ class Session:
     def close(self) -> None:
         self.closed = True
 
+    async def wait_closed(self) -> None:
+        return None
+
     async def alive(self) -> bool:
         return self.answers and not self.closed
 

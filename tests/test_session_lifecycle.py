@@ -104,19 +104,23 @@ def test_a_second_agent_with_the_same_id_is_refused_without_flapping(
 
 def test_an_agent_that_stopped_answering_is_replaced(
         tmp_path: Path, rportd: Rportd, procs: list[object]) -> None:
-    frozen = Agent(tmp_path, rportd.url, "c1:secret", "--id", "twin", name="frozen")
+    tunnel = f"127.0.0.1:{free_port()}:127.0.0.1:22"  # the newcomer needs the same port
+    frozen = Agent(tmp_path, rportd.url, "c1:secret", "--id", "twin", name="frozen",
+                   remotes=(tunnel,))
     procs.append(frozen.start())
     frozen.wait_connected()
     assert frozen.proc is not None
     frozen.proc.send_signal(19)  # SIGSTOP: the TCP connection stays up, nothing answers
     try:
-        newcomer = Agent(tmp_path, rportd.url, "c1:secret", "--id", "twin", name="newcomer")
+        newcomer = Agent(tmp_path, rportd.url, "c1:secret", "--id", "twin", name="newcomer",
+                         remotes=(tunnel,))
         procs.append(newcomer.start())
         newcomer.wait_connected()
         assert "did not answer and is closed" in rportd.log_text()
     finally:
         frozen.proc.send_signal(18)  # SIGCONT, so it can be stopped
     assert clients(rportd)["twin"]["connection_state"] == "connected"
+    assert [t["id"] for t in clients(rportd)["twin"]["tunnels"]] == ["1"]
 
 
 # ---------------------------------------------------------------- the database during registration

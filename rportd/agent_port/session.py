@@ -135,6 +135,7 @@ class AgentSession(asyncssh.SSHServer):
         self._paused = False  # the connection to the agent cannot take more data
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeout: asyncio.TimerHandle | None = None
+        self._cleaned = asyncio.Event()
 
     # ------------------------------------------------------------------ asyncssh hooks
     def connection_made(self, conn: SSHServerConnection) -> None:
@@ -382,13 +383,22 @@ class AgentSession(asyncssh.SSHServer):
         self.lifecycle.close()
         if self._timeout:
             self._timeout.cancel()
-        await self._finish_tasks()
+        try:
+            await self._finish_tasks()
+            await self._release()
+        finally:
+            self._cleaned.set()
+
+    async def _release(self) -> None:
         for tunnel in list(self.tunnels.values()):
             await self._close_tunnel(tunnel)
         self.tunnels.clear()
         if self.record is not None:
             await self._services.registry.disconnect(self.record, self)
             log.info("client %s disconnected", self.record.id)
+
+    async def wait_closed(self) -> None:
+        await self._cleaned.wait()
 
     async def _finish_tasks(self) -> None:
         """A registration stops at its next check once closing; one stuck in I/O is cancelled."""
