@@ -9,11 +9,14 @@ no tunnel, channel or registry write starts, and every step re-checks after each
 session owns the tasks it starts (the registration); the connection's owner task awaits
 `cleanup()`, which waits for them, closes the tunnels and records the disconnect.
 
-A database outage never reaches the agent as a failure text (the Go client exits for good on any
-text but `client is already connected:`): registry writes are retried for STORE_RETRY_SECONDS,
-then the connection is closed without an answer. openrport's client (client/client.go,
-sendConnectionRequest) treats a connection lost before the reply like any connection error: it
-logs it and reconnects after its backoff (5 s doubling to 10 min, with jitter).
+A database outage must not make a Go client give up. Registry writes are retried for
+STORE_RETRY_SECONDS; then the agent is answered with a text containing `client is already
+connected:`. Closing without an answer is not enough: in rport's client/client.go the
+generations with `retryableError` (cloudradar-monitoring/rport) return the non-retryable
+"connection request verification failed" when the connection drops before the reply and stop
+for good, as they do on any other failure text; the oldest break out of the connection loop on
+both. Only openrport's newer client (comm.WithRetry) reconnects after a lost connection (backoff
+from 5 s to 10 min, with jitter). Every generation retries on `client is already connected:`.
 """
 
 from __future__ import annotations
@@ -58,10 +61,6 @@ STORE_RETRY_SECONDS = 15.0  # the Go client waits 30 s for the reply before it r
 LIVENESS_TIMEOUT = 3.0  # how long an agent holding an id may take to answer a ping
 CLEANUP_WAIT = 20.0  # how long cleanup waits for the session's own tasks before cancelling
 T = TypeVar("T")
-
-
-class _HangUp(Exception):
-    """Registration gives up without answering: the client reconnects after its backoff."""
 _LIST_FIELDS = {"IPv4": "ipv4", "IPv6": "ipv6", "Tags": "tags"}
 _TEXT_FIELDS = {"Name": "name", "OS": "os", "OSArch": "os_arch", "OSFamily": "os_family",
                 "OSKernel": "os_kernel", "Hostname": "hostname", "Version": "version"}
@@ -189,6 +188,7 @@ class AgentSession(asyncssh.SSHServer):
             self._refuse(str(refusal))
             return
         self.lifecycle.advance(State.REGISTERING)
+        client_id = client_id or self._default_client_id(details)
         self._spawn(self._register_or_refuse(client_id, details, remotes))
 
     def _parse(self, payload: bytes) -> tuple[str, dict[str, Any], list[Remote]]:
@@ -254,21 +254,20 @@ class AgentSession(asyncssh.SSHServer):
     # ------------------------------------------------------------------ registration
     async def _register_or_refuse(self, client_id: str, details: dict[str, Any],
                                   remotes: list[Remote]) -> None:
-        """The agent waits for an answer to new_connection. A server-side failure closes the
-        connection without one, so the client retries instead of exiting for good."""
+        """The agent waits for an answer to new_connection. A server-side failure gets the text
+        the client retries on, never one it would exit on for good."""
         try:
             await self._register(client_id, details, remotes)
         except _Refusal as refusal:
             log.info("agent %s: %s", self._address, refusal)
             self._refuse_if_open(str(refusal))
-        except _HangUp as exc:
-            log.warning("agent %s: %s; closing without an answer so the client retries",
-                        self._address, exc)
-            self.close()
+        except _TryLater as exc:
+            log.warning("agent %s: %s; telling the client to retry", self._address, exc)
+            self._refuse_if_open(_try_later_text(client_id))
         except Exception:
-            log.exception("agent %s: registration failed; closing so the client retries",
+            log.exception("agent %s: registration failed; telling the client to retry",
                           self._address)
-            self.close()
+            self._refuse_if_open(_try_later_text(client_id))
 
     def _refuse_if_open(self, text: str) -> None:
         if self.lifecycle.accepting_work:
@@ -277,14 +276,14 @@ class AgentSession(asyncssh.SSHServer):
     async def _register(self, client_id: str, details: dict[str, Any],
                         remotes: list[Remote]) -> None:
         assert self.credential is not None
-        record = await self._connect(client_id or self._default_client_id(details), details)
+        record = await self._connect(client_id, details)
         self.record = record  # from here on cleanup() records the disconnect
         self._next_tunnel_id = record.next_tunnel_id
         if not self.lifecycle.accepting_work:
             return
         try:
             tunnels = await self._establish(remotes, record)
-        except _HangUp:
+        except _TryLater:
             raise
         except RportdError as exc:
             raise _Refusal(f"can't create tunnel: {exc.detail or exc}") from None
@@ -315,7 +314,7 @@ class AgentSession(asyncssh.SSHServer):
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a registry write, retrying store errors for up to STORE_RETRY_SECONDS while the
-        connection lasts; then _HangUp (never a failure text: the client would exit)."""
+        connection lasts; then _TryLater."""
         loop = asyncio.get_running_loop()
         deadline, delay = loop.time() + STORE_RETRY_SECONDS, 0.5
         while True:
@@ -323,7 +322,7 @@ class AgentSession(asyncssh.SSHServer):
                 return await operation()
             except StoreError as exc:
                 if not self.lifecycle.accepting_work or loop.time() + delay > deadline:
-                    raise _HangUp(f"the database is unavailable: {exc}") from exc
+                    raise _TryLater(f"the database is unavailable: {exc}") from exc
                 log.warning("agent %s: the database is unavailable (%s); retrying in %.1fs",
                             self._address, exc, delay)
             await self._sleep_unless_closing(delay)
@@ -560,6 +559,18 @@ class AgentSession(asyncssh.SSHServer):
 
 class _Refusal(Exception):
     """A connection request answered with a failure text (its message), then hung up."""
+
+
+class _TryLater(Exception):
+    """The server cannot register the client now (its database is down): answer with the one
+    failure text every rport client generation retries on, then hang up."""
+
+
+def _try_later_text(client_id: str) -> str:
+    """rport clients before openrport's comm.WithRetry exit for good on any failure text and
+    on a connection lost before the reply; all of them back off and retry on this prefix."""
+    return (f'client is already connected: "{client_id}" cannot be registered now (the server\'s '
+            "database is unavailable); retry later")
 
 
 def _take_matching(previous: list[tuple[str, Remote]],
