@@ -74,6 +74,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Directory for the host key and the embedded SQLite database."),
     Setting("server", "keep_lost_clients", "duration", "1h",
             "How long a disconnected client is kept (0 or 1s..168h)."),
+    Setting("server", "tunnel_write_timeout", "duration", "30s",
+            "A tunnel user that reads nothing for this long while data waits is cut off "
+            "(1s..1h)."),
     Setting("server", "max_request_bytes", "int", 2048,
             "Largest request an agent may send (new_connection payload)."),
     Setting("server", "check_port_timeout", "duration", "2s",
@@ -163,6 +166,7 @@ class ServerConfig:
     used_ports: tuple[PortRange, ...]
     data_dir: Path
     keep_lost_clients: float
+    tunnel_write_timeout: float
     max_request_bytes: int
     check_port_timeout: float
     max_concurrent_handshakes: int
@@ -341,6 +345,8 @@ def _check_duration_bounds(server: ServerConfig) -> None:
     keep = server.keep_lost_clients
     if keep != 0 and not 1 <= keep <= 168 * 3600:
         raise ConfigError("[server] keep_lost_clients", "must be 0 or between 1s and 168h")
+    if not 1 <= server.tunnel_write_timeout <= 3600:
+        raise ConfigError("[server] tunnel_write_timeout", "must be between 1s and 1h")
     if server.check_port_timeout > 60:
         raise ConfigError("[server] check_port_timeout", "must be at most 1m")
     if server.check_port_timeout <= 0:

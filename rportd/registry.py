@@ -2,30 +2,44 @@
 
 Every read takes a `Scope` (tenancy.py): there is no call that lists clients without one.
 Another tenant's client is indistinguishable from a missing one.
+
+Writes persist, then publish: the row is written first and memory changes only once the write
+succeeded, so a failed write leaves memory exactly as it was. Each (tenant, id) has its own lock,
+held across that client's write; no lock spans other clients' I/O. Liveness is the exception:
+a disconnect is published even when its write fails (who is connected now must not depend on the
+database; `load()` marks rows left "connected" as lost after a restart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound, StoreError
 from .store import Store
 from .tenancy import Scope
 from .tunnel_spec import Remote
 
-__all__ = ["ClientRecord", "Registry", "ClientSession", "IdTaken", "utcnow_iso"]
+__all__ = ["ClientRecord", "Registry", "ClientSession", "IdTaken", "AlreadyConnected",
+           "utcnow_iso", "MAX_ID_LENGTH"]
+
+MAX_ID_LENGTH = 150  # clients.id is VARCHAR(150) in migrations/mysql/0002_client_registry
 
 log = logging.getLogger("rportd.registry")
 
 _DETAIL_FIELDS = ("name", "os", "os_arch", "os_family", "os_kernel", "hostname", "ipv4", "ipv6",
                   "tags", "version", "address")
+
+
+TunnelEdit = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
 def utcnow_iso() -> str:
@@ -37,6 +51,14 @@ class ClientSession(Protocol):
     implements it); the API reaches agents only through this."""
 
     def close(self) -> None: ...
+
+    async def wait_closed(self) -> None:
+        """Return once the session has released everything it held (its tunnels' ports)."""
+        ...
+
+    async def alive(self) -> bool:
+        """Whether the agent still answers (a want-reply request, bounded in time)."""
+        ...
 
     async def open_tunnel(self, remote: Remote, *, check: bool) -> dict[str, Any]:
         """Listen for `remote` and forward to the agent; the tunnel's JSON. Raises RportdError."""
@@ -51,6 +73,11 @@ class IdTaken(Conflict):
     """A client id already belongs to another credential (or is connected through one)."""
 
 
+class AlreadyConnected(Conflict):
+    """The id is connected through a live session. The text carries rport's
+    `client is already connected:`, on which the real client backs off and retries."""
+
+
 @dataclass
 class ClientRecord:
     tenant: str
@@ -60,6 +87,7 @@ class ClientRecord:
     tunnels: list[dict[str, Any]] = field(default_factory=list)
     disconnected_at: str | None = None
     session: ClientSession | None = field(default=None, repr=False)
+    next_tunnel_id: int = 1  # tunnel ids are never reused for a client
 
     @property
     def connected(self) -> bool:
@@ -78,6 +106,12 @@ class ClientRecord:
         return body
 
 
+def _next_tunnel_id(stored: Any, tunnels: list[dict[str, Any]]) -> int:
+    """At least the stored counter and above every id in use (rows from before 0004)."""
+    used = [int(t["id"]) for t in tunnels if str(t.get("id", "")).isdigit()]
+    return max([int(stored or 1), *[u + 1 for u in used]])
+
+
 class Registry:
     """The one owner of client records. Writes go through to the store before they are visible."""
 
@@ -89,17 +123,28 @@ class Registry:
         # Bumped on every change, per tenant and overall: lets readers cache what they derive.
         self._versions: dict[str, int] = {}
         self._version = 0
-        self._lock = asyncio.Lock()
+        # One lock per (tenant, id), dropped when nobody holds or waits for it.
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary())
+
+    def _lock(self, tenant: str, client_id: str) -> asyncio.Lock:
+        lock = self._locks.get((tenant, client_id))
+        if lock is None:
+            lock = self._locks[(tenant, client_id)] = asyncio.Lock()
+        return lock
 
     # ------------------------------------------------------------------ persistence
     async def load(self) -> None:
         """Restore records after a restart; every client starts disconnected."""
         now = utcnow_iso()
         rows = await self._store.fetchall(
-            "SELECT tenant, id, client_auth_id, details, tunnels, disconnected_at FROM clients")
-        for tenant, client_id, auth_id, details, tunnels, disconnected_at in rows:
+            "SELECT tenant, id, client_auth_id, details, tunnels, disconnected_at, "
+            "next_tunnel_id FROM clients")
+        for tenant, client_id, auth_id, details, tunnels, disconnected_at, next_id in rows:
+            kept = json.loads(tunnels)
             record = ClientRecord(str(tenant), str(client_id), str(auth_id), json.loads(details),
-                                  json.loads(tunnels), disconnected_at or now)
+                                  kept, disconnected_at or now,
+                                  next_tunnel_id=_next_tunnel_id(next_id, kept))
             self._by_tenant.setdefault(record.tenant, {})[record.id] = record
         await self._store.execute("UPDATE clients SET disconnected_at = ? "
                                   "WHERE disconnected_at IS NULL", (now,))
@@ -113,50 +158,80 @@ class Registry:
         """Changes whenever anything the scope can see changes."""
         return self._version if scope.tenant is None else self._versions.get(scope.tenant, 0)
 
-    async def _save(self, record: ClientRecord) -> None:
-        self._changed(record.tenant)  # the record was changed in memory before this call
+    async def _write(self, record: ClientRecord) -> None:
+        """Persist `record` (a candidate: nothing in memory changes here)."""
         params = (record.client_auth_id, json.dumps(record.details), json.dumps(record.tunnels),
-                  record.disconnected_at, record.tenant, record.id)
+                  record.disconnected_at, record.next_tunnel_id, record.tenant, record.id)
         updated = await self._store.execute(
-            "UPDATE clients SET client_auth_id = ?, details = ?, tunnels = ?, disconnected_at = ? "
-            "WHERE tenant = ? AND id = ?", params)
+            "UPDATE clients SET client_auth_id = ?, details = ?, tunnels = ?, disconnected_at = ?, "
+            "next_tunnel_id = ? WHERE tenant = ? AND id = ?", params)
         if not updated:
             await self._store.execute(
-                "INSERT INTO clients (client_auth_id, details, tunnels, disconnected_at, tenant, id) "
-                "VALUES (?, ?, ?, ?, ?, ?)", params)
+                "INSERT INTO clients (client_auth_id, details, tunnels, disconnected_at, "
+                "next_tunnel_id, tenant, id) VALUES (?, ?, ?, ?, ?, ?, ?)", params)
 
-    async def save_tunnels(self, record: ClientRecord) -> None:
-        await self._save(record)
+    async def _commit(self, record: ClientRecord, **changes: Any) -> None:
+        """Persist `record` with `changes`, then apply them to the live record."""
+        await self._write(dataclasses.replace(record, **changes))
+        for name, value in changes.items():
+            setattr(record, name, value)
+        self._changed(record.tenant)
+
+    async def set_tunnels(self, record: ClientRecord, edit: TunnelEdit,
+                          next_tunnel_id: int | None = None) -> None:
+        """Persist `edit(current tunnels)` (and the id counter, which only grows); memory
+        follows a good write. The edit runs under the client's lock: concurrent edits compose."""
+        async with self._lock(record.tenant, record.id):
+            counter = max(next_tunnel_id or 1, record.next_tunnel_id)
+            await self._commit(record, tunnels=edit(list(record.tunnels)), next_tunnel_id=counter)
 
     async def forget_tunnel(self, record: ClientRecord, tunnel_id: str) -> bool:
         """Drop a disconnected client's tunnel so it is not re-established on reconnect."""
-        kept = [t for t in record.tunnels if t.get("id") != tunnel_id]
-        if len(kept) == len(record.tunnels):
+        if not any(t.get("id") == tunnel_id for t in record.tunnels):
             return False
-        record.tunnels = kept
-        await self._save(record)
+        await self.set_tunnels(record, lambda current: [t for t in current
+                                                        if t.get("id") != tunnel_id])
         return True
 
     # ------------------------------------------------------------------ agent side
     async def connect(self, tenant: str, client_id: str, auth_id: str, details: dict[str, Any],
                       session: ClientSession, multiuse_creds: bool) -> ClientRecord:
         """Register a live session. The id belongs to the credential that first registered it in
-        this tenant; the same credential reconnecting replaces its stale session."""
-        async with self._lock:
+        this tenant. While its session answers, a second agent with the same id is refused
+        (AlreadyConnected); a session that no longer answers is closed and replaced.
+        Raises StoreError with memory unchanged when the write fails."""
+        async with self._lock(tenant, client_id):
             record = self._by_tenant.get(tenant, {}).get(client_id)
             if record is not None and record.client_auth_id != auth_id:
                 raise IdTaken(f'client id "{client_id}" is already in use')
             if not multiuse_creds:
                 self._check_single_use(tenant, client_id, auth_id)
+            stale = await self._stale_session(record, session)
             if record is None:
                 record = ClientRecord(tenant, client_id, auth_id, details)
+                await self._write(dataclasses.replace(record, session=session))
                 self._by_tenant.setdefault(tenant, {})[client_id] = record
-            elif record.session is not None and record.session is not session:
-                log.warning("client %s reconnected; closing its previous connection", client_id)
-                record.session.close()
-            record.details, record.session, record.disconnected_at = details, session, None
-            await self._save(record)
-            return record
+                record.session = session
+                self._changed(tenant)
+            else:
+                await self._commit(record, details=details, session=session, disconnected_at=None)
+        if stale is not None:  # outside the lock: its cleanup records its own disconnect
+            await _close_and_wait(stale)
+        return record
+
+    async def _stale_session(self, record: ClientRecord | None,
+                             session: ClientSession) -> ClientSession | None:
+        """The record's previous session when it no longer answers; AlreadyConnected when it
+        does. Asked under the id's lock, so two newcomers never both replace it."""
+        old = record.session if record is not None else None
+        if old is None or old is session:
+            return None
+        if await old.alive():
+            assert record is not None
+            raise AlreadyConnected(f'client is already connected: "{record.id}"')
+        log.warning("client %s reconnected; its previous connection did not answer and is "
+                    "closed", record.id if record else "")
+        return old
 
     def _check_single_use(self, tenant: str, client_id: str, auth_id: str) -> None:
         for other in self._all():
@@ -165,11 +240,18 @@ class Registry:
                 raise IdTaken(f'client auth ID is already in use: "{auth_id}"')
 
     async def disconnect(self, record: ClientRecord, session: ClientSession) -> None:
-        if record.session is not session:
-            return  # a newer session already replaced this one
-        record.session = None
-        record.disconnected_at = utcnow_iso()
-        await self._save(record)
+        """Record that `session` ended. Published even when the write fails (logged): liveness
+        never waits on the database."""
+        async with self._lock(record.tenant, record.id):
+            if record.session is not session:
+                return  # a newer session already replaced this one
+            now = utcnow_iso()
+            try:
+                await self._commit(record, session=None, disconnected_at=now)
+            except StoreError as exc:
+                log.error("client %s: disconnect not persisted: %s", record.id, exc)
+                record.session, record.disconnected_at = None, now
+                self._changed(record.tenant)
 
     async def disconnect_all(self) -> None:
         """Shutdown: close every live session and record it as disconnected now."""
@@ -199,16 +281,20 @@ class Registry:
 
     async def delete(self, scope: Scope, client_id: str) -> None:
         record = self.get(scope, client_id)
-        if record.connected:
-            raise BadRequest("client is connected; only disconnected clients can be deleted",
-                             code="ERR_CODE_CLIENT_CONNECTED")
-        await self._forget(record)
+        async with self._lock(record.tenant, record.id):
+            if record.connected:
+                raise BadRequest("client is connected; only disconnected clients can be deleted",
+                                 code="ERR_CODE_CLIENT_CONNECTED")
+            await self._forget(record)
 
     async def _forget(self, record: ClientRecord) -> None:
-        self._changed(record.tenant)
-        self._by_tenant.get(record.tenant, {}).pop(record.id, None)
+        """Delete the row, then drop the record (a failed DELETE keeps it listed)."""
         await self._store.execute("DELETE FROM clients WHERE tenant = ? AND id = ?",
                                   (record.tenant, record.id))
+        clients = self._by_tenant.get(record.tenant, {})
+        if clients.get(record.id) is record:
+            del clients[record.id]
+        self._changed(record.tenant)
 
     def counts(self, scope: Scope) -> tuple[int, int]:
         clients = self.list(scope)
@@ -221,11 +307,35 @@ class Registry:
 
     # ------------------------------------------------------------------ housekeeping
     async def expire(self) -> None:
-        """Forget clients disconnected longer than keep_lost_clients (0 = forget at once)."""
+        """Forget clients disconnected longer than keep_lost_clients (0 = forget at once).
+        Never raises on a store error: it is logged and the client is tried again next time."""
         cutoff = time.time() - self._keep
         for record in list(self._all()):
-            if record.disconnected_at is None:
-                continue
-            lost = datetime.fromisoformat(record.disconnected_at.replace("Z", "+00:00"))
-            if lost.timestamp() <= cutoff:
+            if _lost_before(record, cutoff):
+                await self._expire_one(record, cutoff)
+
+    async def _expire_one(self, record: ClientRecord, cutoff: float) -> None:
+        async with self._lock(record.tenant, record.id):
+            if not _lost_before(record, cutoff):
+                return  # reconnected while we waited for the lock
+            try:
                 await self._forget(record)
+            except StoreError as exc:
+                log.error("client %s: not expired, the store failed: %s", record.id, exc)
+
+
+async def _close_and_wait(session: ClientSession, seconds: float = 10.0) -> None:
+    """Close a replaced session and give it time to release its tunnels' ports, which its
+    successor is about to listen on."""
+    session.close()
+    try:
+        await asyncio.wait_for(session.wait_closed(), seconds)
+    except TimeoutError:
+        log.warning("a replaced session took more than %ss to close", seconds)
+
+
+def _lost_before(record: ClientRecord, cutoff: float) -> bool:
+    if record.disconnected_at is None or record.connected:
+        return False
+    lost = datetime.fromisoformat(record.disconnected_at.replace("Z", "+00:00"))
+    return lost.timestamp() <= cutoff

@@ -14,7 +14,7 @@ from typing import Any
 from .config import PortRange
 from .errors import BadRequest, Conflict
 
-__all__ = ["Remote", "Acl", "PortPool", "parse_remote_spec", "TunnelError"]
+__all__ = ["Remote", "Acl", "PortPool", "parse_remote_spec", "TunnelError", "join_host_port"]
 
 
 class TunnelError(Conflict):
@@ -35,17 +35,22 @@ class Remote:
 
     @classmethod
     def from_json(cls, data: Any) -> Remote:
+        """Parse an agent's or a stored remote; any malformed field is a BadRequest (the agent
+        gets `invalid connection request: ...`), never another exception."""
         if not isinstance(data, dict):
             raise BadRequest("a remote must be a JSON object")
-        try:
-            remote = cls(str(data.get("lhost") or ""), str(data.get("lport") or ""),
-                         str(data.get("rhost") or ""), str(data["rport"]),
-                         bool(data.get("lport_random", False)),
-                         data.get("scheme") or None, data.get("acl") or None)
-        except KeyError:
-            raise BadRequest("a remote needs rport") from None
+        if "rport" not in data:
+            raise BadRequest("a remote needs rport")
+        remote = cls(_text(data, "lhost"), _text(data, "lport"), _text(data, "rhost"),
+                     _text(data, "rport"), _flag(data, "lport_random"),
+                     _text(data, "scheme") or None, _text(data, "acl") or None)
         remote.validate()
         return remote
+
+    @property
+    def target(self) -> str:
+        """Where the agent dials: "host:port", IPv6 hosts in brackets (Go's net.Dial form)."""
+        return join_host_port(self.rhost or "127.0.0.1", self.rport)
 
     def validate(self) -> None:
         for name, value in (("lport", self.lport), ("rport", self.rport)):
@@ -53,12 +58,50 @@ class Remote:
                 raise BadRequest(f"{name} {value!r} is not a port 1..65535")
         if not self.rport:
             raise BadRequest("the remote port is required")
+        for name, host in (("lhost", self.lhost), ("rhost", self.rhost)):
+            if any(c.isspace() or c in "[]/" for c in host) or len(host) > 255:
+                raise BadRequest(f"{name} {host!r} is not a host name or IP address")
         if self.acl:
             Acl.parse(self.acl)
+
+    def check_local(self, pool: PortPool) -> None:
+        """The rules every tunnel's local side obeys, whoever asked for it (API or agent): an
+        IP address to bind (a name would bind whatever it resolves to), no excluded port."""
+        if self.lhost:
+            try:
+                ipaddress.ip_address(self.lhost)
+            except ValueError:
+                raise BadRequest(f"local host {self.lhost!r} is not an IP address",
+                                 code="ERR_CODE_INVALID_LOCAL_HOST") from None
+        if self.lport and pool.excluded(int(self.lport)):
+            raise BadRequest(f"local port {self.lport} is in excluded_ports",
+                             code="ERR_CODE_LOCAL_PORT_EXCLUDED")
 
     def to_json(self) -> dict[str, Any]:
         return {"lhost": self.lhost, "lport": self.lport, "rhost": self.rhost, "rport": self.rport,
                 "lport_random": self.lport_random, "scheme": self.scheme, "acl": self.acl}
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    """A string field that JSON may also carry as a number (ports); anything else is refused."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest(f"{key} must be a string")
+    return str(value)
+
+
+def _flag(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false")
+    return value
+
+
+def join_host_port(host: str, port: str | int) -> str:
+    """Go's net.JoinHostPort: "[::1]:22" for IPv6, "host:22" otherwise."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_remote_spec(spec: str) -> Remote:

@@ -173,12 +173,12 @@ def test_rportd_migrate_command(config_file: Path, tmp_path: Path) -> None:
 
     assert "0001_auth_tables\tpending" in migrate("--status")
     assert migrate().splitlines() == ["applied 0001_auth_tables", "applied 0002_client_registry",
-                                      "applied 0003_api_tokens"]
+                                      "applied 0003_api_tokens", "applied 0004_tunnel_ids"]
     assert migrate() == "schema is up to date\n"
-    assert "0003_api_tokens\tapplied" in migrate("--status")
-    assert migrate("--down", "2") == "reverted 0003_api_tokens\nreverted 0002_client_registry\n"
-    assert "0002_client_registry\tpending" in migrate("--status")
-    assert migrate() == "applied 0002_client_registry\napplied 0003_api_tokens\n"
+    assert "0004_tunnel_ids\tapplied" in migrate("--status")
+    assert migrate("--down", "2") == "reverted 0004_tunnel_ids\nreverted 0003_api_tokens\n"
+    assert "0003_api_tokens\tpending" in migrate("--status")
+    assert migrate() == "applied 0003_api_tokens\napplied 0004_tunnel_ids\n"
 
 
 @pytest.mark.mysql

@@ -205,6 +205,9 @@ class AgentPort:
         options.protocol_factory = lambda: session
         conn = RportServerConnection(asyncio.get_running_loop(), options)
         conn.version_already_sent = True
+        # asyncssh ignores a full transport; the session pauses its tunnels' sockets instead
+        agent.gate.listeners.add(
+            lambda room: conn.resume_writing() if room else conn.pause_writing())
         agent.ssh.attach(conn)
         return session
 

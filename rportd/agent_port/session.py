@@ -3,25 +3,41 @@
 Data flow: auth (credential + tenant) -> `new_connection` -> registry -> tunnels. Every SSH hook
 denies unless a rule here allows it: the agent may not open channels, only password auth exists,
 and nothing but `new_connection`, `ping` and `cmd_result` is understood.
+
+The connection's `Lifecycle` (lifecycle.py) decides what is still accepted: once it is closing,
+no tunnel, channel or registry write starts, and every step re-checks after each await. The
+session owns the tasks it starts (the registration); the connection's owner task awaits
+`cleanup()`, which waits for them, closes the tunnels and records the disconnect.
+
+A database outage must not make a Go client give up. Registry writes are retried for
+STORE_RETRY_SECONDS; then the agent is answered with a text containing `client is already
+connected:`. Closing without an answer is not enough: in rport's client/client.go the
+generations with `retryableError` (cloudradar-monitoring/rport) return the non-retryable
+"connection request verification failed" when the connection drops before the reply and stop
+for good, as they do on any other failure text; the oldest break out of the connection loop on
+both. Only openrport's newer client (comm.WithRetry) reconnects after a lost connection (backoff
+from 5 s to 10 min, with jitter). Every generation retries on `client is already connected:`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
 
 from ..auth.clients import ClientAuth, ClientCredential
 from ..config import Config
-from ..errors import BadRequest, RportdError
-from ..registry import ClientRecord, IdTaken, Registry
+from ..errors import BadRequest, RportdError, StoreError
+from ..registry import MAX_ID_LENGTH, AlreadyConnected, ClientRecord, IdTaken, Registry
 from ..tunnel_spec import PortPool, Remote, TunnelError
 from ..wire.asyncssh_internals import (
     SERVER_VERSION,
@@ -34,11 +50,16 @@ from ..wire.pipe import Pipe, TrafficMeter
 from .lifecycle import Lifecycle, State
 from .tunnels import Tunnel
 
-__all__ = ["AgentServices", "AgentSession", "RportServerConnection", "REGISTRATION_TIMEOUT"]
+__all__ = ["AgentServices", "AgentSession", "RportServerConnection", "REGISTRATION_TIMEOUT",
+           "STORE_RETRY_SECONDS", "LIVENESS_TIMEOUT"]
 
 log = logging.getLogger("rportd.agent_port")
 
 REGISTRATION_TIMEOUT = 10.0
+STORE_RETRY_SECONDS = 15.0  # the Go client waits 30 s for the reply before it retries itself
+LIVENESS_TIMEOUT = 3.0  # how long an agent holding an id may take to answer a ping
+CLEANUP_WAIT = 20.0  # how long cleanup waits for the session's own tasks before cancelling
+T = TypeVar("T")
 _LIST_FIELDS = {"IPv4": "ipv4", "IPv6": "ipv6", "Tags": "tags"}
 _TEXT_FIELDS = {"Name": "name", "OS": "os", "OSArch": "os_arch", "OSFamily": "os_family",
                 "OSKernel": "os_kernel", "Hostname": "hostname", "Version": "version"}
@@ -55,23 +76,12 @@ class AgentServices:
 
     ports_in_use: set[int] = field(default_factory=set)  # lports of every live tunnel
     traffic: TrafficMeter = field(default_factory=TrafficMeter)
-    connections: set[SSHServerConnection] = field(default_factory=set)  # incl. unregistered
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # registrations, cleanups
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # every session's own tasks
 
     async def wait_tasks(self) -> None:
         """Shutdown: let every session finish recording itself before the store closes."""
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=5)
-
-    def close_pending(self) -> None:
-        """Shutdown: hang up on every connection, registered or still in its handshake."""
-        for conn in list(self.connections):
-            conn.close()
 
 
 class RportServerConnection(RportVersionMixin, SSHServerConnection):
@@ -94,30 +104,40 @@ class RportServerConnection(RportVersionMixin, SSHServerConnection):
     def _on_cmd_result(self, payload: bytes) -> None:
         self._session.on_cmd_result(payload)
 
+    def pause_writing(self) -> None:
+        """The transport to the agent is full (asyncssh ignores this): stop reading every tunnel
+        socket, so what waits for the agent is bounded by the transport's buffer."""
+        self._session.pause_tunnels(True)
+
+    def resume_writing(self) -> None:
+        self._session.pause_tunnels(False)
+
 
 class AgentSession(asyncssh.SSHServer):
     """The SSHServer for one agent connection (asyncssh calls the hooks below)."""
 
     def __init__(self, services: AgentServices, lifecycle: Lifecycle):
         self._services = services
-        self._lifecycle = lifecycle
+        self.lifecycle = lifecycle
         self._address = lifecycle.peer
         self._conn: SSHServerConnection | None = None
         self.credential: ClientCredential | None = None
         self.record: ClientRecord | None = None
         self.tunnels: dict[str, Tunnel] = {}
-        self._registering = False
+        self._next_tunnel_id = 1
+        self._paused = False  # the connection to the agent cannot take more data
+        self._tasks: set[asyncio.Task[None]] = set()
         self._timeout: asyncio.TimerHandle | None = None
+        self._cleaned = asyncio.Event()
 
     # ------------------------------------------------------------------ asyncssh hooks
     def connection_made(self, conn: SSHServerConnection) -> None:
         self._conn = conn
-        self._services.connections.add(conn)
 
     def begin_auth(self, username: str) -> bool:
         """Called at the first auth request, right after the key exchange; True: authentication
         is required (always)."""
-        self._lifecycle.key_exchange_done()
+        self.lifecycle.key_exchange_done()
         return True
 
     def password_auth_supported(self) -> bool:
@@ -136,37 +156,54 @@ class AgentSession(asyncssh.SSHServer):
         return True
 
     def auth_completed(self) -> None:
-        self._lifecycle.advance(State.AUTHENTICATED)
+        self.lifecycle.advance(State.AUTHENTICATED)
         loop = asyncio.get_running_loop()
         self._timeout = loop.call_later(REGISTRATION_TIMEOUT, self._registration_overdue)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._conn is not None:
-            self._services.connections.discard(self._conn)
+        """Only marks the connection closing: the owner task runs `cleanup()`."""
         if self._timeout:
             self._timeout.cancel()
-        self._lifecycle.close()
+        self.lifecycle.close()
 
     # ------------------------------------------------------------------ rport-v1 requests
     def on_new_connection(self, payload: bytes) -> None:
-        if self._registering or self.record is not None:
+        if not self.lifecycle.accepting_work:
+            return  # the connection is going away; nobody waits for this answer
+        if self.lifecycle.state is not State.AUTHENTICATED:
             self._reply(False, "client already sent its connection request")
             return
+        try:
+            client_id, details, remotes = self._parse(payload)
+        except _Refusal as refusal:
+            self._refuse(str(refusal))
+            return
+        self.lifecycle.advance(State.REGISTERING)
+        client_id = client_id or self._default_client_id(details)
+        self._spawn(self._register_or_refuse(client_id, details, remotes))
+
+    def _parse(self, payload: bytes) -> tuple[str, dict[str, Any], list[Remote]]:
+        """Everything wrong with a request is found here, before any registry write."""
         limit = self._services.config.server.max_request_bytes
         if len(payload) > limit:
-            self._refuse(f"invalid connection request: larger than {limit} bytes")
-            return
+            raise _Refusal(f"invalid connection request: larger than {limit} bytes")
         try:
             request = json.loads(payload)
             if not isinstance(request, dict):
                 raise ValueError("not a JSON object")
             details, remotes = _parse_request(request, self._address)
         except (ValueError, RportdError) as exc:
-            self._refuse(f"invalid connection request: {exc}")
-            return
-        self._registering = True
+            raise _Refusal(f"invalid connection request: {exc}") from None
         client_id = str(request.get("ID") or "")
-        self._services.spawn(self._register_or_refuse(client_id, details, remotes))
+        if len(client_id) > MAX_ID_LENGTH:
+            raise _Refusal(f"invalid connection request: ID is longer than {MAX_ID_LENGTH} "
+                           "characters")
+        for remote in remotes:
+            try:
+                remote.check_local(self._services.ports)
+            except RportdError as exc:
+                raise _Refusal(f"can't create tunnel: {exc.detail or exc}") from None
+        return client_id, details, remotes
 
     def on_ping(self) -> None:
         if self.record is None:
@@ -183,7 +220,8 @@ class AgentSession(asyncssh.SSHServer):
         reply_global(self._require_conn(), ok, payload if payload is not None else text.encode())
 
     def _refuse(self, text: str) -> None:
-        """Fail the connection request with rport's text, then hang up (the client exits)."""
+        """Fail the connection request with rport's text, then hang up."""
+        self.lifecycle.advance(State.AUTHENTICATED)  # from REGISTERING; a no-op otherwise
         self._reply(False, text)
         self._require_conn().close()
 
@@ -192,48 +230,98 @@ class AgentSession(asyncssh.SSHServer):
         return self._conn
 
     def _registration_overdue(self) -> None:
-        if self.record is None and not self._registering and self._conn is not None:
+        if self.lifecycle.state is State.AUTHENTICATED:
             log.info("agent %s: no connection request within %ss; closing", self._address,
                      REGISTRATION_TIMEOUT)
-            self._conn.close()
+            self.close()
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A task owned by this session (cleanup waits for it) and listed for shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        for owner in (self._tasks, self._services.tasks):
+            owner.add(task)
+            task.add_done_callback(owner.discard)
+
+    # ------------------------------------------------------------------ registration
     async def _register_or_refuse(self, client_id: str, details: dict[str, Any],
                                   remotes: list[Remote]) -> None:
-        """The agent waits for an answer to new_connection: it gets one even on a bug."""
+        """The agent waits for an answer to new_connection. A server-side failure gets the text
+        the client retries on, never one it would exit on for good."""
         try:
             await self._register(client_id, details, remotes)
+        except _Refusal as refusal:
+            log.info("agent %s: %s", self._address, refusal)
+            self._refuse_if_open(str(refusal))
+        except _TryLater as exc:
+            log.warning("agent %s: %s; telling the client to retry", self._address, exc)
+            self._refuse_if_open(_try_later_text(client_id))
         except Exception:
-            log.exception("agent %s: registration failed", self._address)
-            self._refuse("server error while registering the client; see the server log")
+            log.exception("agent %s: registration failed; telling the client to retry",
+                          self._address)
+            self._refuse_if_open(_try_later_text(client_id))
+
+    def _refuse_if_open(self, text: str) -> None:
+        if self.lifecycle.accepting_work:
+            self._refuse(text)
 
     async def _register(self, client_id: str, details: dict[str, Any],
                         remotes: list[Remote]) -> None:
         assert self.credential is not None
-        server = self._services.config.server
-        tenant = self.credential.tenant
-        if not client_id:
-            client_id = self._default_client_id(details)
-        try:
-            record = await self._services.registry.connect(
-                tenant, client_id, self.credential.id, details, self, server.auth_multiuse_creds)
-        except IdTaken as exc:
-            log.info("agent %s: %s", self._address, exc.detail)
-            self._refuse(exc.detail)
+        record = await self._connect(client_id, details)
+        self.record = record  # from here on cleanup() records the disconnect
+        self._next_tunnel_id = record.next_tunnel_id
+        if not self.lifecycle.accepting_work:
             return
-        self.record = record
         try:
             tunnels = await self._establish(remotes, record)
+        except _TryLater:
+            raise
         except RportdError as exc:
-            self._refuse(f"can't create tunnel: {exc.detail or exc}")
-            return
-        if server.multi_tenancy and not tenant:
+            raise _Refusal(f"can't create tunnel: {exc.detail or exc}") from None
+        if not self.lifecycle.advance(State.REGISTERED):
+            return  # closed meanwhile
+        self._log_connected(record)
+        self._reply(True, payload=json.dumps([t.to_json() for t in tunnels]).encode())
+
+    async def _connect(self, client_id: str, details: dict[str, Any]) -> ClientRecord:
+        assert self.credential is not None
+        credential, server = self.credential, self._services.config.server
+        try:
+            return await self._retrying(lambda: self._services.registry.connect(
+                credential.tenant, client_id, credential.id, details, self,
+                server.auth_multiuse_creds))
+        except (IdTaken, AlreadyConnected) as exc:
+            raise _Refusal(exc.detail) from None
+
+    def _log_connected(self, record: ClientRecord) -> None:
+        assert self.credential is not None
+        if self._services.config.server.multi_tenancy and not record.tenant:
             log.warning("client %s connected with credential %r, which has no tenant: it is "
                         "orphaned, invisible to every API user; give the credential a tenant",
-                        client_id, self.credential.id)
+                        record.id, self.credential.id)
         else:
-            log.info("client %s connected (tenant %r, auth id %r) from %s", client_id, tenant,
-                     self.credential.id, self._address)
-        self._reply(True, payload=json.dumps([t.remote.to_json() for t in tunnels]).encode())
+            log.info("client %s connected (tenant %r, auth id %r) from %s", record.id,
+                     record.tenant, self.credential.id, self._address)
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a registry write, retrying store errors for up to STORE_RETRY_SECONDS while the
+        connection lasts; then _TryLater."""
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + STORE_RETRY_SECONDS, 0.5
+        while True:
+            try:
+                return await operation()
+            except StoreError as exc:
+                if not self.lifecycle.accepting_work or loop.time() + delay > deadline:
+                    raise _TryLater(f"the database is unavailable: {exc}") from exc
+                log.warning("agent %s: the database is unavailable (%s); retrying in %.1fs",
+                            self._address, exc, delay)
+            await self._sleep_unless_closing(delay)
+            delay = min(delay * 2, 4.0)
+
+    async def _sleep_unless_closing(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.lifecycle.wait_closing(), seconds)
 
     def _default_client_id(self, details: dict[str, Any]) -> str:
         assert self.credential is not None
@@ -245,33 +333,53 @@ class AgentSession(asyncssh.SSHServer):
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "rportd:" + seed))
 
     async def _establish(self, requested: list[Remote], record: ClientRecord) -> list[Tunnel]:
-        """Set up the tunnels asked for now, then bring back the ones the client had before.
-        A requested random-port tunnel that existed before gets its old port back if free."""
-        kept = record.tunnels
-        previous = [Remote.from_json(t) for t in kept]
-        record.tunnels = []
-        made = []
+        """Set up the tunnels asked for now, then bring back the ones the client had before,
+        each under its old id. A requested random-port tunnel that existed before gets its old
+        port back if free. The record changes only once the list is persisted."""
+        previous = [(str(t.get("id", "")), Remote.from_json(t)) for t in record.tunnels]
+        made: list[Tunnel | None] = []
+        for remote in requested:
+            earlier = _take_matching(previous, remote)
+            if earlier is not None and not remote.lport:
+                remote = dataclasses.replace(remote, lhost=earlier[1].lhost,
+                                             lport=earlier[1].lport, lport_random=True)
+            tunnel_id = earlier[0] if earlier is not None else self._new_tunnel_id()
+            made.append(await self._add_live(tunnel_id, remote))
+        for tunnel_id, remote in previous:
+            made.append(await self._bring_back(record, tunnel_id, remote))
+        tunnels = [t.to_json() for t in made if t is not None]
+        await self._retrying(lambda: self._services.registry.set_tunnels(
+            record, lambda _: tunnels, self._next_tunnel_id))
+        return [t for t in made if t is not None]
+
+    async def _bring_back(self, record: ClientRecord, tunnel_id: str,
+                          remote: Remote) -> Tunnel | None:
         try:
-            for remote in requested:
-                earlier = _take_matching(previous, remote)
-                if earlier is not None and not remote.lport:
-                    remote = Remote(**{**remote.__dict__, "lhost": earlier.lhost,
-                                       "lport": earlier.lport, "lport_random": True})
-                made.append(await self.add_tunnel(remote, check=False, persist=False))
-        except RportdError:
-            record.tunnels = kept  # a refused registration must not forget the old tunnels
-            raise
-        for remote in previous:
-            try:
-                made.append(await self.add_tunnel(remote, check=False, persist=False))
-            except RportdError as exc:
-                log.warning("client %s: tunnel %s:%s not re-established: %s", record.id,
-                            remote.lhost, remote.lport, exc.detail)
-        await self._services.registry.save_tunnels(record)
-        return made
+            return await self._add_live(tunnel_id or self._new_tunnel_id(), remote)
+        except RportdError as exc:
+            log.warning("client %s: tunnel %s:%s not re-established: %s", record.id,
+                        remote.lhost, remote.lport, exc.detail)
+            return None
+
+    def _new_tunnel_id(self) -> str:
+        """Ids count up per client and are persisted: never reused, even after a delete."""
+        tunnel_id = self._next_tunnel_id
+        self._next_tunnel_id += 1
+        return str(tunnel_id)
 
     async def cleanup(self) -> None:
-        """Called once by the connection's owner (listener.py) after it closed."""
+        """Run by the connection's owner task once it ends: wait for (then cancel) this
+        session's tasks, close its tunnels, record the disconnect. Bounded in time."""
+        self.lifecycle.close()
+        if self._timeout:
+            self._timeout.cancel()
+        try:
+            await self._finish_tasks()
+            await self._release()
+        finally:
+            self._cleaned.set()
+
+    async def _release(self) -> None:
         for tunnel in list(self.tunnels.values()):
             await self._close_tunnel(tunnel)
         self.tunnels.clear()
@@ -279,7 +387,38 @@ class AgentSession(asyncssh.SSHServer):
             await self._services.registry.disconnect(self.record, self)
             log.info("client %s disconnected", self.record.id)
 
+    async def wait_closed(self) -> None:
+        await self._cleaned.wait()
+
+    async def _finish_tasks(self) -> None:
+        """A registration stops at its next check once closing; one stuck in I/O is cancelled."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=CLEANUP_WAIT)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=CLEANUP_WAIT)
+
     # ------------------------------------------------------------------ internal interface
+    def pause_tunnels(self, paused: bool) -> None:
+        """Called when the agent's connection pauses or resumes writing."""
+        self._paused = paused
+        for tunnel in self.tunnels.values():
+            tunnel.set_paused(paused)
+
+    async def alive(self) -> bool:
+        """Whether the agent answers a ping within LIVENESS_TIMEOUT (any answer will do: the Go
+        client replies to `ping`, others refuse it, both prove the connection is alive)."""
+        if not self.lifecycle.accepting_work or self._conn is None:
+            return False
+        try:
+            await asyncio.wait_for(send_global_request(self._conn, "ping", b""), LIVENESS_TIMEOUT)
+        except Exception as exc:  # timeout, or the connection went away meanwhile
+            log.info("agent %s: no answer to a liveness check: %r", self._address, exc)
+            return False
+        return self.lifecycle.accepting_work
+
     async def check_port(self, host_port: str) -> tuple[bool, str]:
         """Ask the agent whether it can reach host:port (rport's check_port request)."""
         timeout = self._services.config.server.check_port_timeout
@@ -300,44 +439,73 @@ class AgentSession(asyncssh.SSHServer):
     async def open_tunnel(self, remote: Remote, *, check: bool) -> dict[str, Any]:
         return (await self.add_tunnel(remote, check=check)).to_json()
 
-    async def add_tunnel(self, remote: Remote, *, check: bool = True,
-                         persist: bool = True) -> Tunnel:
-        """Listen for `remote` and forward accepted connections to the agent."""
-        assert self.record is not None
-        target = f"{remote.rhost or '127.0.0.1'}:{remote.rport}"
+    async def add_tunnel(self, remote: Remote, *, check: bool = True) -> Tunnel:
+        """An API tunnel: listen for `remote`, forward accepted connections to the agent, and
+        persist it (a failed write closes it again)."""
+        self._require_open()
+        remote.check_local(self._services.ports)
+        remote = dataclasses.replace(remote, rhost=remote.rhost or "127.0.0.1")
         if check:
-            is_open, why = await self.check_port(target)
-            if not is_open:
-                raise BadRequest(f"remote {target} is not reachable from the client: {why}",
-                                 code="ERR_CODE_REMOTE_PORT_CLOSED")
-        remote = Remote(**{**remote.__dict__})
-        remote.rhost = remote.rhost or "127.0.0.1"
-        tunnel = await self._listen(remote)
-        self.tunnels[tunnel.id] = tunnel
-        self._services.ports_in_use.add(int(tunnel.remote.lport))
-        self.record.tunnels.append(tunnel.to_json())
-        if persist:
-            await self._services.registry.save_tunnels(self.record)
+            await self._check_reachable(remote)
+        tunnel = await self._add_live(self._new_tunnel_id(), remote)
+        try:
+            await self._persist_tunnels(lambda current: [*current, tunnel.to_json()])
+        except BaseException:
+            await self._drop_live(tunnel.id)
+            raise
         return tunnel
 
-    async def _listen(self, remote: Remote) -> Tunnel:
-        tunnel_id = str(1 + max((int(t) for t in self.tunnels if t.isdigit()), default=0))
+    async def _check_reachable(self, remote: Remote) -> None:
+        is_open, why = await self.check_port(remote.target)
+        if not is_open:
+            raise BadRequest(f"remote {remote.target} is not reachable from the client: {why}",
+                             code="ERR_CODE_REMOTE_PORT_CLOSED")
+
+    async def _persist_tunnels(self, edit: Callable[[list[dict[str, Any]]],
+                                                    list[dict[str, Any]]]) -> None:
+        assert self.record is not None
+        self._require_open()
+        await self._services.registry.set_tunnels(self.record, edit, self._next_tunnel_id)
+
+    def _require_open(self) -> None:
+        if not self.lifecycle.accepting_work or self.record is None:
+            raise BadRequest("the client is not connected", code="ERR_CODE_CLIENT_NOT_CONNECTED")
+
+    async def _add_live(self, tunnel_id: str, remote: Remote) -> Tunnel:
+        """Listen for `remote` as tunnel `tunnel_id`; refused once the connection is closing."""
+        self._require_accepting()
+        remote = dataclasses.replace(remote, rhost=remote.rhost or "127.0.0.1")
+        tunnel = await self._listen(tunnel_id, remote)
+        self.tunnels[tunnel.id] = tunnel
+        tunnel.set_paused(self._paused)
+        self._services.ports_in_use.add(int(tunnel.remote.lport))
+        if not self.lifecycle.accepting_work:  # closed while we listened
+            await self._drop_live(tunnel.id)
+            self._require_accepting()
+        return tunnel
+
+    def _require_accepting(self) -> None:
+        if not self.lifecycle.accepting_work:
+            raise BadRequest("the client is not connected", code="ERR_CODE_CLIENT_NOT_CONNECTED")
+
+    async def _listen(self, tunnel_id: str, remote: Remote) -> Tunnel:
         for taken in self.tunnels.values():
             if remote.lport and taken.remote.lport == remote.lport:
                 raise TunnelError(f"local port {remote.lport} is already used by tunnel {taken.id}",
                                   code="ERR_CODE_LOCAL_PORT_IN_USE")
-        meter = self._services.traffic
         if remote.lport and not remote.lport_random:
-            tunnel = Tunnel(tunnel_id, remote, meter=meter)
+            tunnel = self._tunnel(tunnel_id, remote)
             await tunnel.listen(self.open_channel)
             return tunnel
-        remote.lhost, remote.lport_random = remote.lhost or "0.0.0.0", True
+        return await self._listen_random(tunnel_id, remote)
+
+    async def _listen_random(self, tunnel_id: str, remote: Remote) -> Tunnel:
+        remote = dataclasses.replace(remote, lhost=remote.lhost or "0.0.0.0", lport_random=True)
         candidates = self._services.ports.candidates(self._services.ports_in_use)[:50]
         if remote.lport:  # a random port this client had before: keep it if still free
             candidates.insert(0, int(remote.lport))
         for port in candidates:
-            remote.lport = str(port)
-            tunnel = Tunnel(tunnel_id, remote, meter=meter)
+            tunnel = self._tunnel(tunnel_id, dataclasses.replace(remote, lport=str(port)))
             try:
                 await tunnel.listen(self.open_channel)
                 return tunnel
@@ -345,31 +513,61 @@ class AgentSession(asyncssh.SSHServer):
                 continue  # busy: try another
         raise TunnelError("no free port left in used_ports", code="ERR_CODE_NO_FREE_PORT")
 
+    def _tunnel(self, tunnel_id: str, remote: Remote) -> Tunnel:
+        return Tunnel(tunnel_id, remote, meter=self._services.traffic,
+                      write_deadline=self._services.config.server.tunnel_write_timeout)
+
     async def remove_tunnel(self, tunnel_id: str) -> bool:
-        tunnel = self.tunnels.pop(tunnel_id, None)
-        if tunnel is None:
+        """Close a live tunnel at once (its streams are aborted), then persist its removal."""
+        if tunnel_id not in self.tunnels:
             return False
-        await self._close_tunnel(tunnel)
-        assert self.record is not None
-        self.record.tunnels = [t for t in self.record.tunnels if t.get("id") != tunnel_id]
-        await self._services.registry.save_tunnels(self.record)
+        await self._drop_live(tunnel_id)
+        if self.record is not None:
+            await self._services.registry.set_tunnels(
+                self.record, lambda current: [t for t in current if t.get("id") != tunnel_id])
         return True
+
+    async def _drop_live(self, tunnel_id: str) -> None:
+        tunnel = self.tunnels.pop(tunnel_id, None)
+        if tunnel is not None:
+            await self._close_tunnel(tunnel)
 
     async def _close_tunnel(self, tunnel: Tunnel) -> None:
         self._services.ports_in_use.discard(int(tunnel.remote.lport))
         await tunnel.close()
 
     async def open_channel(self, target: str, pipe: Pipe) -> None:
+        """A stream for a tunnel; refused once the connection is closing."""
+        if not self.lifecycle.accepting_work:
+            raise ConnectionError("the agent connection is closing")
         await open_rport_channel(self._require_conn(), target, pipe.channel_session())
 
     def close(self) -> None:
+        self.lifecycle.close()
         if self._conn is not None:
             self._conn.close()
 
 
-def _take_matching(previous: list[Remote], wanted: Remote) -> Remote | None:
-    """Remove and return the earlier tunnel that `wanted` asks for again, if any."""
-    for index, earlier in enumerate(previous):
+class _Refusal(Exception):
+    """A connection request answered with a failure text (its message), then hung up."""
+
+
+class _TryLater(Exception):
+    """The server cannot register the client now (its database is down): answer with the one
+    failure text every rport client generation retries on, then hang up."""
+
+
+def _try_later_text(client_id: str) -> str:
+    """rport clients before openrport's comm.WithRetry exit for good on any failure text and
+    on a connection lost before the reply; all of them back off and retry on this prefix."""
+    return (f'client is already connected: "{client_id}" cannot be registered now (the server\'s '
+            "database is unavailable); retry later")
+
+
+def _take_matching(previous: list[tuple[str, Remote]],
+                   wanted: Remote) -> tuple[str, Remote] | None:
+    """Remove and return the earlier tunnel (id, remote) that `wanted` asks for again, if any."""
+    for index, (_, earlier) in enumerate(previous):
         same_target = (earlier.rhost, earlier.rport) == (wanted.rhost or "127.0.0.1", wanted.rport)
         same_port = earlier.lport == wanted.lport or (not wanted.lport and earlier.lport_random)
         if same_target and same_port:

@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tunnel_spec import Acl, Remote, TunnelError
-from ..wire.pipe import Pipe, TrafficMeter
+from ..wire.pipe import WRITE_DEADLINE, Pipe, TrafficMeter
 
-__all__ = ["Tunnel"]
+__all__ = ["Tunnel", "CLOSE_WAIT"]
 
 log = logging.getLogger("rportd.tunnels")
+
+# How long closing a tunnel waits for its listener to finish. Its streams are aborted first, so
+# this only matters if the loop is very busy; from Python 3.12 `wait_closed()` waits for every
+# accepted connection and must never be awaited unbounded.
+CLOSE_WAIT = 2.0
 
 ChannelOpener = Callable[[str, Pipe], Awaitable[None]]
 
@@ -34,6 +39,8 @@ class Tunnel:
     pipes: set[Pipe] = field(default_factory=set)
     acl: Acl | None = None
     meter: TrafficMeter | None = None
+    write_deadline: float = WRITE_DEADLINE
+    paused: bool = False  # the agent's connection cannot take more: read no tunnel socket
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, **self.remote.to_json()}
@@ -51,10 +58,13 @@ class Tunnel:
                               code="ERR_CODE_LOCAL_PORT_IN_USE") from None
 
     def _accept(self, opener: ChannelOpener) -> asyncio.Protocol:
-        pipe = Pipe(self.meter)
+        pipe = Pipe(self.meter, self.write_deadline)
         protocol = pipe.socket_protocol()
-        task = asyncio.get_running_loop().create_task(self._start(pipe, opener))
+        self.pipes.add(pipe)  # from accept on, so close() aborts it even before it started
+        if self.paused:
+            pipe.block_reading("connection")
         pipe.closed.add_done_callback(lambda _: self.pipes.discard(pipe))
+        task = asyncio.get_running_loop().create_task(self._start(pipe, opener))
         task.add_done_callback(_log_failure)
         return protocol
 
@@ -65,25 +75,44 @@ class Tunnel:
         peer = transport.get_extra_info("peername") or ("", 0)
         if self.acl is not None and not self.acl.allows(str(peer[0])):
             log.info("tunnel %s: connection from %s refused by ACL", self.id, peer[0])
-            pipe.close()
+            pipe.abort()
             return
-        self.pipes.add(pipe)
-        target = f"{self.remote.rhost}:{self.remote.rport}"
+        if self.server is None:  # closed meanwhile
+            pipe.abort()
+            return
+        target = self.remote.target
         try:
             await opener(target, pipe)
         except Exception as exc:  # the agent refused or went away: drop this stream only
             log.info("tunnel %s: channel to %s failed: %s", self.id, target, exc)
-            pipe.close()
+            pipe.abort()
+
+    def set_paused(self, paused: bool) -> None:
+        """The agent's SSH connection paused or resumed writing: so do all our sockets' reads."""
+        self.paused = paused
+        for pipe in self.pipes:
+            if paused:
+                pipe.block_reading("connection")
+            else:
+                pipe.unblock_reading("connection")
 
     async def close(self) -> None:
+        """Stop listening and abort every stream: a user that never reads cannot hold it up."""
         server, self.server = self.server, None
         if server is not None:
             server.close()
         for pipe in list(self.pipes):
-            pipe.close()
+            pipe.abort()
         self.pipes.clear()
         if server is not None:
-            await server.wait_closed()
+            await _bounded(server.wait_closed(), CLOSE_WAIT)
+
+
+async def _bounded(waiting: Awaitable[None], seconds: float) -> None:
+    try:
+        await asyncio.wait_for(waiting, seconds)
+    except TimeoutError:
+        log.warning("a tunnel listener did not finish closing within %ss", seconds)
 
 
 def _family(host: str) -> int:
