@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
+from asyncssh.channel import SSHTCPChannel
 from asyncssh.connection import SSHClientConnection
-from asyncssh.packet import SSHPacket
+from asyncssh.constants import MSG_CHANNEL_WINDOW_ADJUST
+from asyncssh.packet import SSHPacket, UInt32
 
 from .. import __version__
 from ..wire.hostkey import fingerprint
@@ -30,7 +32,7 @@ from .sysinfo import system_details
 from .websocket import ServerAddress, connect_websocket
 
 __all__ = ["AgentSettings", "run_agent", "connect_once", "open_ssh", "register", "AgentExit",
-           "RetryableError"]
+           "RetryableError", "WIRE_PATTERNS"]
 
 log = logging.getLogger("rport.client")
 
@@ -42,6 +44,9 @@ CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ct
            "aes256-ctr"]
 MACS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha1", "hmac-sha1-96"]
 MAGIC_RETRY = "client is already connected:"
+# "asyncssh": asyncssh's own flow control (a window adjust once half the window is consumed).
+# "go": as the real Go client (x/crypto/ssh) on the wire, for benchmarks: see GoWindowTCPChannel.
+WIRE_PATTERNS = ("asyncssh", "go")
 
 
 class AgentExit(Exception):
@@ -65,6 +70,7 @@ class AgentSettings:
     keepalive: float = 30.0
     max_retry_count: int = -1
     max_retry_interval: float = 300.0
+    wire_pattern: str = "asyncssh"
 
     def request(self) -> bytes:
         body: dict[str, Any] = {"Version": __version__, "ID": self.client_id, "Name": self.name}
@@ -90,8 +96,41 @@ class RportClientConnection(RportVersionMixin, SSHClientConnection):
 
     def _process_rport_open(self, packet: SSHPacket) -> tuple[Any, Any]:
         target = bytes(packet.get_remaining_payload()).decode("utf-8", "replace")
-        chan = self.create_tcp_channel(window=WINDOW, max_pktsize=MAX_PACKET)
-        return chan, _dial(target)
+        return self._tunnel_channel(), _dial(target)
+
+    def _tunnel_channel(self) -> SSHTCPChannel[bytes]:
+        return self.create_tcp_channel(window=WINDOW, max_pktsize=MAX_PACKET)
+
+
+class GoWindowTCPChannel(SSHTCPChannel[bytes]):
+    """A tunnel channel whose flow control looks like the Go client's on the wire.
+
+    ASYNCSSH PRIVATE INTERNALS (benchmark load only; our normal agent never uses this class):
+    - `_deliver_data(data, datatype)`: the one place asyncssh hands a consumed data packet to
+      the session; overridden to send a window adjust right after it.
+    - `_init_recv_window` / `_recv_window`: asyncssh's receive-window bookkeeping. asyncssh
+      2.17 lowers `_recv_window` in `_deliver_data`, 2.18+ in `_accept_data`; reading the
+      difference *after* delivery works with both.
+    - `send_packet(MSG_CHANNEL_WINDOW_ADJUST, ...)`: no public call sends a window adjust.
+    Why: golang.org/x/crypto/ssh advertises a 2 MiB window and 32 KiB packets and sends a
+    WINDOW_ADJUST after every read of up to 32 KiB (about 32,000 small packets per GiB), where
+    asyncssh waits until half the window is used. Real fleets send the Go pattern, so the
+    server's cost per GiB must be measured on it.
+    """
+
+    def _deliver_data(self, data: bytes, datatype: Any) -> None:
+        super()._deliver_data(data, datatype)
+        owed = self._init_recv_window - self._recv_window
+        if owed > 0 and self._send_chan is not None:
+            self.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(owed))
+            self._recv_window = self._init_recv_window
+
+
+class GoPatternClientConnection(RportClientConnection):
+    """Our agent with the Go client's tunnel flow control (`--wire-pattern go`)."""
+
+    def _tunnel_channel(self) -> SSHTCPChannel[bytes]:
+        return GoWindowTCPChannel(self, self._loop, None, "strict", WINDOW, MAX_PACKET)
 
 
 async def _answer_check_port(conn: SSHClientConnection, payload: bytes) -> None:
@@ -173,7 +212,8 @@ async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
         login_timeout=60)
     loop = asyncio.get_running_loop()
     options.waiter = loop.create_future()
-    conn = RportClientConnection(loop, options, wait="auth")
+    kind = GoPatternClientConnection if settings.wire_pattern == "go" else RportClientConnection
+    conn = kind(loop, options, wait="auth")
     transport.attach(conn)
     try:
         await options.waiter
