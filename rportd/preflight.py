@@ -135,14 +135,15 @@ def _bind_one(family: int, kind: int, proto: int, sockaddr: tuple[object, ...], 
 
 
 def _bind_failure(address: str, sockaddr: tuple[object, ...], exc: OSError) -> str:
-    where = f"{sockaddr[0]}:{sockaddr[1]}"
+    host, port = sockaddr[0], sockaddr[1]
+    where = "" if split_address(address) == (host, port) else f" ({host}:{port})"
     if exc.errno == errno.EADDRINUSE:
-        return f"cannot listen on {address!r}: {where} is already in use"
+        return f"cannot listen on {address!r}{where}: the port is already in use"
     if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {address!r}: {sockaddr[0]} is not an address of this machine"
+        return f"cannot listen on {address!r}: {host} is not an address of this machine"
     if exc.errno == errno.EACCES:
-        return f"cannot listen on {address!r}: permission denied for port {sockaddr[1]}"
-    return f"cannot listen on {address!r}: {exc.strerror or exc}"
+        return f"cannot listen on {address!r}: permission denied for port {port}"
+    return f"cannot listen on {address!r}{where}: {exc.strerror or exc}"
 
 
 def _reason(exc: Exception) -> str:
