@@ -37,12 +37,48 @@ def start_rportd(config: str, workdir: Path, log_name: str = "rportd.log") -> su
                             stdout=log, stderr=log)
 
 
-def start_agent(agent_port: int, client_id: str, remote: str,
-                auth: str = "bench:bench") -> subprocess.Popen[bytes]:
-    """Our `rport` agent with one tunnel, quiet."""
+def start_agent(agent_port: int, client_id: str, remote: str, auth: str = "bench:bench",
+                wire_pattern: str = "asyncssh") -> subprocess.Popen[bytes]:
+    """Our `rport` agent with one tunnel, quiet; `wire_pattern="go"` makes its flow control
+    look like the Go client's on the wire."""
     return subprocess.Popen([sys.executable, "-m", "rportd.client.cli", "--auth", auth, "--id",
-                             client_id, f"127.0.0.1:{agent_port}", remote],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             client_id, "--wire-pattern", wire_pattern, f"127.0.0.1:{agent_port}",
+                             remote], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads) and of its live descendants."""
+    total = 0.0
+    for one in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -26,19 +26,12 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, start_rportd, stop, wait_port, workdir  # noqa: E402
+from _common import free_port, rss_kib, start_rportd, stop, wait_port, workdir  # noqa: E402
 
 from rportd.client.connection import AgentSettings, open_ssh, register  # noqa: E402
 from rportd.client.websocket import parse_server  # noqa: E402
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:bench-admin").decode()}
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 class Fleet:

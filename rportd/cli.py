@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, StoreError
+from .preflight import check_writable_file
 from .store import open_store
 from .store.migrate import migrate_down, migrate_up, status
 
@@ -36,8 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setup_logging(config: Config) -> None:
     level = getattr(logging, config.logging.log_level.upper())
-    handler: logging.Handler = (logging.FileHandler(config.logging.log_file)
-                                if config.logging.log_file else logging.StreamHandler())
+    handler: logging.Handler = logging.StreamHandler()
+    if config.logging.log_file:
+        check_writable_file(config.logging.log_file, "[logging] log_file")
+        handler = logging.FileHandler(config.logging.log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

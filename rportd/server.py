@@ -28,6 +28,7 @@ from .bootstrap import create_first_credentials
 from .config import Config
 from .errors import ConfigError, RportdError, StoreError
 from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
+from .preflight import Listeners, bind_listeners, check_files
 from .registry import Registry
 from .store import Store, open_store
 from .store.migrate import migrate_up, status
@@ -57,14 +58,17 @@ async def prepare_database(config: Config, store: Store) -> None:
 
 
 async def serve(config: Config, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Run rportd until SIGINT/SIGTERM."""
-    config.server.data_dir.mkdir(parents=True, exist_ok=True)
+    """Run rportd until SIGINT/SIGTERM. Every file, the database and every bind are checked
+    before anything listens; each failure is a ConfigError or StoreError naming the setting."""
+    check_files(config)
     store = await open_store(config.own_database)
     try:
         await prepare_database(config, store)
-        if config.embedded:
-            await create_first_credentials(config, store)
         async with Runtime(config, store) as runtime:
+            await runtime.load()
+            runtime.bind()
+            if config.embedded:
+                await create_first_credentials(config, store)
             await runtime.start()
             _tune_gc()
             if on_ready:
@@ -93,34 +97,16 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-def _bind(address: str) -> socket.socket:
-    """A listening TCP socket on host:port (IPv6 when the host is a v6 literal)."""
-    host, port = _split(address)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
 class Runtime:
     """Registry, agent listener and API of one rportd process."""
 
     def __init__(self, config: Config, store: Store):
         self.config = config
         self.store = store
+        self.listeners = Listeners([])
+        self._api: web.Application | None = None
         self._runners: list[web.AppRunner] = []
-        self._sites: list[web.TCPSite] = []
+        self._sites: list[web.BaseSite] = []
         self._tasks: set[asyncio.Task[None]] = set()
         server = config.server
         self.registry = Registry(store, server.keep_lost_clients)
@@ -146,20 +132,42 @@ class Runtime:
                         tb: TracebackType | None) -> None:
         await self.stop()
 
-    async def _listen(self, app: web.Application, address: str, *,
+    async def _listen(self, sockets: list[socket.socket], *,
                       ssl_context: ssl.SSLContext | None = None,
-                      runner: web.AppRunner | None = None) -> None:
-        runner = runner or web.AppRunner(app, access_log=None, handle_signals=False,
-                                         shutdown_timeout=2.0)
+                      runner: web.AppRunner) -> None:
+        """Serve on sockets bound at start-up (preflight.bind_listeners)."""
         await runner.setup()
         self._runners.append(runner)
-        host, port = _split(address)
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
-        self._sites.append(site)
-        log.info("listening on %s", address)
+        for sock in sockets:
+            site = web.SockSite(runner, sock, ssl_context=ssl_context)
+            await site.start()
+            self._sites.append(site)
+            log.info("listening on %s", site.name)
+
+    async def load(self) -> None:
+        """Everything that can refuse the start and is not a bind: auth files, the registry,
+        the API's tokens."""
+        await self._load_sources()
+        if self.config.api.address:
+            self._api = await self._build_api()
+
+    def bind(self) -> None:
+        """Bind both addresses (a ConfigError naming the one that fails); nothing listens yet."""
+        self.listeners = bind_listeners(self.config)
 
     async def start(self) -> None:
+        """Listen on the sockets bound by `bind`: the agent port, then the API."""
+        self.agent_port.start(self.listeners.agent)
+        log.info("agents: listening on %s", self.config.server.address)
+        log.info("host key fingerprint %s", self.fingerprint)
+        if self._api is not None:
+            runner = ApiRunner(self._api, read_timeout=self.config.api.read_timeout,
+                               access_log=self._api_access_log,
+                               access_log_format=COMBINED_LOG_FORMAT)
+            await self._listen(self.listeners.api, ssl_context=self._api_tls, runner=runner)
+        self._spawn(self._expire_lost_clients())
+
+    async def _load_sources(self) -> None:
         # auth files must be readable before anything listens (a ConfigError exits 1)
         for source in (self.agents.client_auth, self.users):
             if isinstance(source, FileClientAuth | FileUsers):
@@ -168,15 +176,8 @@ class Runtime:
         if self.agents.client_auth is None:
             log.warning("no client auth source is set ([server] auth, auth_file or auth_table): "
                         "no agent can log in")
-        self.agent_port.start(_bind(self.config.server.address))
-        log.info("listening on %s", self.config.server.address)
-        log.info("host key fingerprint %s", self.fingerprint)
-        self._spawn(self._expire_lost_clients())
-        if self.config.api.address:
-            await self._start_api()
 
-    async def _start_api(self) -> None:
-        api = self.config.api
+    async def _build_api(self) -> web.Application:
         users = self.users
         if users is None:
             log.warning("no API user auth source is set ([api] auth, auth_file or "
@@ -185,10 +186,7 @@ class Runtime:
         await tokens.load_revocations()
         self._spawn(self._prune_revocations(tokens))
         authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy)
-        app = build_api(self._api_context(), authenticator)
-        runner = ApiRunner(app, read_timeout=api.read_timeout, access_log=self._api_access_log,
-                           access_log_format=COMBINED_LOG_FORMAT)
-        await self._listen(app, api.address, ssl_context=self._api_tls, runner=runner)
+        return build_api(self._api_context(), authenticator)
 
     def _api_context(self) -> ApiContext:
         return ApiContext(self.config, self.registry, self.agents.client_auth, self.agents.ports,
@@ -235,3 +233,4 @@ class Runtime:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        self.listeners.close()

@@ -12,6 +12,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
     "logs": {"errors"},
+    "preflight": {"config", "errors"},
     "store": {"config", "errors"},
     "tenancy": {"config", "errors", "store"},
     "tunnel_spec": {"config", "errors"},
@@ -22,9 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     "agent_port": {"auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
     "api": {"auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
     "client": {"config", "tunnel_spec", "wire"},
-    "server": {"agent_port", "api", "auth", "bootstrap", "config", "logs", "registry", "store",
-               "tenancy", "tunnel_spec", "wire"},
-    "cli": {"bootstrap", "config", "logs", "server", "store"},
+    "server": {"agent_port", "api", "auth", "bootstrap", "config", "logs", "preflight", "registry",
+               "store", "tenancy", "tunnel_spec", "wire"},
+    "cli": {"bootstrap", "config", "logs", "preflight", "server", "store"},
 }
 
 

@@ -82,7 +82,7 @@ class AgentPort:
             server_host_keys=[host_key], login_timeout=limits.login_timeout, keepalive_interval=0,
             allow_scp=False, agent_forwarding=False, x11_forwarding=False,
             server_factory=lambda: None)
-        self._sock: socket.socket | None = None
+        self._socks: list[socket.socket] = []
         self._accepting = False
         self._owners: set[asyncio.Task[None]] = set()
         self._sockets: set[AgentSocket] = set()
@@ -92,28 +92,33 @@ class AgentPort:
         self._log_fds = _Throttled("agent port: out of file descriptors (%s); accepting paused")
 
     # ------------------------------------------------------------------ accepting
-    def start(self, sock: socket.socket) -> None:
-        """Serve on an already bound, listening socket."""
+    def start(self, socks: list[socket.socket]) -> None:
+        """Serve on sockets bound at start-up (one per address `[server] address` resolves to)."""
         self._budget = max(64, _raise_fd_limit() - _FD_RESERVE)
-        sock.setblocking(False)
-        self._sock = sock
+        for sock in socks:
+            sock.setblocking(False)
+            sock.listen(1024)
+        self._socks = list(socks)
         self._resume_accepting()
 
     def _resume_accepting(self) -> None:
-        if self._sock is not None and not self._accepting and len(self._sockets) < self._budget:
-            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept_some)
+        if self._socks and not self._accepting and len(self._sockets) < self._budget:
+            loop = asyncio.get_running_loop()
+            for sock in self._socks:
+                loop.add_reader(sock.fileno(), self._accept_some, sock)
             self._accepting = True
 
     def _pause_accepting(self) -> None:
-        if self._sock is not None and self._accepting:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        if self._accepting:
+            loop = asyncio.get_running_loop()
+            for sock in self._socks:
+                loop.remove_reader(sock.fileno())
             self._accepting = False
 
-    def _accept_some(self) -> None:
-        assert self._sock is not None
+    def _accept_some(self, sock: socket.socket) -> None:
         for _ in range(64):
             try:
-                conn, address = self._sock.accept()
+                conn, address = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -247,9 +252,9 @@ class AgentPort:
         """Close the listening socket: connections that arrive now are refused by the kernel
         (agents retry), never half-served by a process that is going away."""
         self._pause_accepting()
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        for sock in self._socks:
+            sock.close()
+        self._socks = []
 
     async def stop(self) -> None:
         """Stop accepting, hang up on every connection, wait (bounded) for their cleanups."""

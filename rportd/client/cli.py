@@ -12,7 +12,7 @@ from typing import Any
 from ..config import parse_duration
 from ..errors import ConfigError, RportdError
 from ..tunnel_spec import parse_remote_spec
-from .connection import AgentSettings, run_agent
+from .connection import WIRE_PATTERNS, AgentSettings, run_agent
 from .websocket import parse_server
 
 __all__ = ["main", "settings_from"]
@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-retry-count", type=int, help="give up after N attempts (-1 never)")
     parser.add_argument("--max-retry-interval", help="longest delay between attempts (5m)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at info level")
+    # benchmarks only: flow control as the Go client sends it (rportd.client.connection)
+    parser.add_argument("--wire-pattern", choices=WIRE_PATTERNS, default="asyncssh",
+                        help=argparse.SUPPRESS)
     return parser
 
 
@@ -76,7 +79,8 @@ def settings_from(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, An
         keepalive=parse_duration(keepalive, "keepalive"),
         max_retry_count=(args.max_retry_count if args.max_retry_count is not None
                          else int(connection.get("max_retry_count", -1))),
-        max_retry_interval=interval if interval >= 1 else 300.0)
+        max_retry_interval=interval if interval >= 1 else 300.0,
+        wire_pattern=getattr(args, "wire_pattern", "asyncssh"))
     return settings, logs
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import asyncssh
+from asyncssh import SSHTCPChannel
 from asyncssh.connection import SSHClientConnection
 
 from .. import __version__
@@ -20,6 +21,7 @@ from ..wire.asyncssh_internals import (
     MAX_PACKET,
     WINDOW,
     RportVersionMixin,
+    go_window_channel,
     reply_global,
     send_global_request,
 )
@@ -29,7 +31,7 @@ from .sysinfo import system_details
 from .websocket import ServerAddress, connect_websocket
 
 __all__ = ["AgentSettings", "run_agent", "connect_once", "open_ssh", "register", "AgentExit",
-           "RetryableError"]
+           "RetryableError", "WIRE_PATTERNS"]
 
 log = logging.getLogger("rport.client")
 
@@ -41,6 +43,9 @@ CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ct
            "aes256-ctr"]
 MACS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha1", "hmac-sha1-96"]
 MAGIC_RETRY = "client is already connected:"
+# "asyncssh": asyncssh's own flow control (a window adjust once half the window is consumed).
+# "go": as the real Go client (x/crypto/ssh) on the wire, for benchmarks: see GoWindowTCPChannel.
+WIRE_PATTERNS = ("asyncssh", "go")
 
 
 class AgentExit(Exception):
@@ -64,6 +69,7 @@ class AgentSettings:
     keepalive: float = 30.0
     max_retry_count: int = -1
     max_retry_interval: float = 300.0
+    wire_pattern: str = "asyncssh"
 
     def request(self) -> bytes:
         body: dict[str, Any] = {"Version": __version__, "ID": self.client_id, "Name": self.name}
@@ -91,8 +97,17 @@ class RportClientConnection(RportVersionMixin, SSHClientConnection):
 
     def _on_rport_open(self, payload: bytes) -> tuple[Any, Any]:
         target = payload.decode("utf-8", "replace")
-        chan = self.create_tcp_channel(window=WINDOW, max_pktsize=MAX_PACKET)
-        return chan, _dial(target)
+        return self._tunnel_channel(), _dial(target)
+
+    def _tunnel_channel(self) -> SSHTCPChannel[bytes]:
+        return self.create_tcp_channel(window=WINDOW, max_pktsize=MAX_PACKET)
+
+
+class GoPatternClientConnection(RportClientConnection):
+    """Our agent with the Go client's tunnel flow control (`--wire-pattern go`)."""
+
+    def _tunnel_channel(self) -> SSHTCPChannel[bytes]:
+        return go_window_channel(self, WINDOW, MAX_PACKET)
 
 
 async def _answer_check_port(conn: SSHClientConnection, payload: bytes) -> None:
@@ -174,7 +189,8 @@ async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
         login_timeout=60)
     loop = asyncio.get_running_loop()
     options.waiter = loop.create_future()
-    conn = RportClientConnection(loop, options, wait="auth")
+    kind = GoPatternClientConnection if settings.wire_pattern == "go" else RportClientConnection
+    conn = kind(loop, options, wait="auth")
     transport.attach(conn)
     try:
         await options.waiter

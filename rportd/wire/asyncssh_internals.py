@@ -16,6 +16,13 @@ rport-v1 needs four things asyncssh has no public call for. Each private name us
 - Server-opened channels of type `rport` whose extra data is a bare "host:port": opened with
   `SSHTCPChannel._open_forward`, accepted by a method `_process_rport_open` (generated from
   `channel_opens`).
+- For benchmarks only, a channel whose flow control looks like the Go client's on the wire
+  (`go_window_channel`): golang.org/x/crypto/ssh advertises a 2 MiB window and 32 KiB packets and
+  sends a WINDOW_ADJUST after every read of up to 32 KiB (about 32,000 small packets per GiB),
+  where asyncssh waits until half the window is used. It overrides `_deliver_data` (where a
+  consumed data packet reaches the session), reads `_init_recv_window` / `_recv_window`
+  (lowered in `_deliver_data` by 2.17, in `_accept_data` by 2.18+: the difference after delivery
+  works with both), uses `_send_chan` and `_loop`, and sends the adjust with `send_packet`.
 """
 
 from __future__ import annotations
@@ -30,12 +37,16 @@ from asyncssh.connection import (
     _MAX_VERSION_LINE_LEN,
     SSHConnection,
 )
-from asyncssh.constants import MSG_REQUEST_FAILURE, MSG_REQUEST_SUCCESS
+from asyncssh.constants import (
+    MSG_CHANNEL_WINDOW_ADJUST,
+    MSG_REQUEST_FAILURE,
+    MSG_REQUEST_SUCCESS,
+)
 from asyncssh.misc import ProtocolError, ProtocolNotSupported, map_handler_name
-from asyncssh.packet import SSHPacket
+from asyncssh.packet import SSHPacket, UInt32
 
 __all__ = ["SERVER_VERSION", "CLIENT_VERSION", "RportVersionMixin", "reply_global",
-           "send_global_request", "open_rport_channel", "WINDOW", "MAX_PACKET"]
+           "send_global_request", "open_rport_channel", "WINDOW", "MAX_PACKET", "go_window_channel"]
 
 SERVER_VERSION = b"SSH-rport-v1-server"
 CLIENT_VERSION = b"SSH-rport-v1-client"
@@ -115,6 +126,22 @@ class RportVersionMixin:
         self._kexinit_sent = True
         self._recv_handler = self._recv_pkthdr
         return True
+
+
+class _GoWindowTCPChannel(SSHTCPChannel[bytes]):
+    """A tunnel channel that gives back its window after every data packet, as Go does."""
+
+    def _deliver_data(self, data: bytes, datatype: Any) -> None:
+        super()._deliver_data(data, datatype)
+        owed = self._init_recv_window - self._recv_window
+        if owed > 0 and self._send_chan is not None:
+            self.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(owed))
+            self._recv_window = self._init_recv_window
+
+
+def go_window_channel(conn: SSHConnection, window: int, max_pktsize: int) -> SSHTCPChannel[bytes]:
+    """A client tunnel channel with the Go client's window-adjust pattern (benchmarks)."""
+    return _GoWindowTCPChannel(conn, conn._loop, None, "strict", window, max_pktsize)
 
 
 def reply_global(conn: SSHConnection, ok: bool, payload: bytes = b"") -> None:
