@@ -10,11 +10,11 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from rportd.wire.ssh import MAX_PACKET
 
 from rportd.client.connection import AgentSettings, connect_once
 from rportd.client.websocket import parse_server
 from rportd.tunnel_spec import parse_remote_spec
+from rportd.wire.asyncssh_internals import MAX_PACKET
 
 from .helpers import free_port
 from .processes import Agent, Rportd, port_open, wait_for

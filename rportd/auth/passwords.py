@@ -9,6 +9,7 @@ queue): guessers on one port cannot starve the other, and a full queue refuses i
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import os
@@ -24,11 +25,13 @@ from passlib.hash import bcrypt as _bcrypt
 from ..errors import BadRequest, RportdError
 
 __all__ = ["is_bcrypt", "hash_password", "VerifyCache", "random_password", "PasswordPool",
-           "PoolBusy", "DummyHashes", "bcrypt_cost", "check_new_password", "MAX_PASSWORD_BYTES"]
+           "PoolBusy", "DummyHashes", "bcrypt_cost", "check_new_password", "MAX_PASSWORD_BYTES",
+           "bcrypt_input"]
 
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 _COST = re.compile(r"^\$2[aby]\$(\d\d)\$")
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores (bcrypt 5 refuses) anything longer
+_PREHASH = "rportd-sha256:"
 T = TypeVar("T")
 
 
@@ -46,27 +49,33 @@ def random_password(nbytes: int = 18) -> str:
 
 
 def check_new_password(password: str) -> None:
-    """A password we can hash faithfully: bcrypt drops bytes after 72 and cannot hold NUL, so
-    both would silently mean another password. BadRequest says which rule it broke."""
-    if "\x00" in password:
-        raise BadRequest("password must not contain NUL characters")
+    """Text we can store: BadRequest for lone surrogates (JSON allows them, UTF-8 does not)."""
     try:
-        size = len(password.encode("utf-8"))
+        password.encode("utf-8")
     except UnicodeEncodeError:
         raise BadRequest("password must be valid Unicode text") from None
-    if size > MAX_PASSWORD_BYTES:
-        raise BadRequest(f"password must be at most {MAX_PASSWORD_BYTES} bytes in UTF-8")
+
+
+def bcrypt_input(password: str) -> str:
+    """What bcrypt sees. bcrypt drops bytes after 72 and cannot hold NUL, so either would
+    silently mean another password; such passwords are pre-hashed (SHA-256, base64) into 58
+    ASCII bytes, at hashing and at every check alike. Passwords of up to 72 bytes without NUL,
+    all that rport's bcrypt hashes can hold, are used as they are."""
+    raw = password.encode("utf-8", "surrogatepass")
+    if len(raw) <= MAX_PASSWORD_BYTES and b"\x00" not in raw:
+        return password
+    return _PREHASH + base64.b64encode(hashlib.sha256(raw).digest()).decode()
 
 
 def hash_password(password: str, rounds: int = 12) -> str:
     """bcrypt hash; blocking — call through a PasswordPool (or asyncio.to_thread)."""
-    return str(_bcrypt.using(rounds=rounds, ident="2b").hash(password))
+    return str(_bcrypt.using(rounds=rounds, ident="2b").hash(bcrypt_input(password)))
 
 
 def _verify_blocking(password: str, stored: str) -> bool:
     if is_bcrypt(stored):
         try:
-            return bool(_bcrypt.verify(password, stored))
+            return bool(_bcrypt.verify(bcrypt_input(password), stored))
         except ValueError:  # over 72 bytes, a NUL, a malformed hash: never a match
             return False
     return hmac.compare_digest(password.encode("utf-8", "surrogatepass"),

@@ -44,7 +44,8 @@ CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ct
 MACS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha1", "hmac-sha1-96"]
 MAGIC_RETRY = "client is already connected:"
 # "asyncssh": asyncssh's own flow control (a window adjust once half the window is consumed).
-# "go": as the real Go client (x/crypto/ssh) on the wire, for benchmarks: see GoWindowTCPChannel.
+# "go": as the real Go client (x/crypto/ssh) on the wire, for benchmarks
+# (wire/asyncssh_internals.go_window_channel).
 WIRE_PATTERNS = ("asyncssh", "go")
 
 

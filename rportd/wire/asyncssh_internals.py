@@ -135,6 +135,7 @@ class _GoWindowTCPChannel(SSHTCPChannel[bytes]):
         super()._deliver_data(data, datatype)
         owed = self._init_recv_window - self._recv_window
         if owed > 0 and self._send_chan is not None:
+            self.logger.debug2("Sending Go-pattern window adjust of %d bytes", owed)
             self.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(owed))
             self._recv_window = self._init_recv_window
 
