@@ -54,7 +54,7 @@ def schemathesis(rportd: Rportd, *selection: str) -> subprocess.CompletedProcess
     assert st, "schemathesis is not installed: pip install -e '.[test]'"
     command = [st, "--config-file", str(config), "--no-color", "run",
                f"{rportd.api}/api/v1/openapi.json", *CHECKS, *selection,
-               "--max-examples", "8", "--max-time", "25", "--seed", "1", "--no-shrink",
+               "--max-examples", "8", "--max-time", "12", "--seed", "1", "--no-shrink",
                "--request-timeout", "10", "--workers", "2", "--report-dir", str(rportd.tmp)]
     return subprocess.run(command, capture_output=True, text=True, timeout=100,
                           cwd=rportd.tmp)
