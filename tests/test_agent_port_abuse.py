@@ -96,6 +96,29 @@ async def test_a_1_gib_frame_header_is_refused_before_its_payload(rportd: Rportd
     assert await login_seconds(rportd) < 5
 
 
+def test_a_ping_flood_that_never_reads_makes_rportd_hold_nothing(rportd: Rportd) -> None:
+    """Pongs are not queued for a peer that does not read (it then is not read either), so a
+    stranger streaming pings cannot grow rportd's memory (480 MiB in 8 s before)."""
+    assert rportd.proc is not None
+    before = rss_kib(rportd.proc.pid)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", rportd.agent_port))
+    sock.sendall(UPGRADE + build_frame(b"SSH-2.0-x\r\n", 2, mask=True))
+    pings = build_frame(b"x" * 125, 9, mask=True) * 2000
+    sock.settimeout(0.5)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 3:
+            sock.sendall(pings)
+    except (TimeoutError, OSError):
+        pass  # rportd stopped reading: the flood cannot even be sent
+    finally:
+        growth = rss_kib(rportd.proc.pid) - before
+        sock.close()
+    assert growth < 16 * 1024, f"RSS grew {growth} KiB"
+
+
 async def test_unmasked_client_frames_close_the_connection(rportd: Rportd) -> None:
     reader, writer = await upgraded(rportd)
     writer.write(build_frame(b"SSH-2.0-x\r\n", 2, mask=False))

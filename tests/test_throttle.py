@@ -54,6 +54,20 @@ def test_agent_port_bans_the_address_for_every_id() -> None:
     assert throttle.retry_after("anything", "127.0.0.1") == 0
 
 
+def test_an_ipv6_host_cannot_rotate_addresses_past_the_bans() -> None:
+    """One host owns a /64: failures from many of its addresses ban the /64 (agent port) and
+    the pair with any of them (API), as admission counts it."""
+    agent = LoginThrottle(ThrottlePolicy(max_failed_login=5, ban_time=60, ban_addresses=True))
+    api = LoginThrottle(ThrottlePolicy(max_failed_login=5, ban_time=60))
+    for i in range(5):
+        fail(agent, f"id{i}", f"2001:db8::{i:x}")
+        fail(api, "victim", f"2001:db8::{i:x}")
+    assert agent.address_banned("2001:db8::ffff:1") and agent.retry_after("x", "2001:db8::99") > 59
+    assert api.retry_after("victim", "2001:db8::beef") > 59
+    assert not agent.address_banned("2001:db8:0:1::1")  # the next /64 is another host
+    assert api.retry_after("victim", "2001:db8:0:1::1") == 0
+
+
 def test_success_clears_the_pair_and_bans_expire() -> None:
     throttle = LoginThrottle(ThrottlePolicy(max_failed_login=2, ban_time=0.2))
     fail(throttle, "carol", "192.0.2.1")

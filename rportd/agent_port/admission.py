@@ -10,12 +10,13 @@ handshake and login deadlines (agent_port/listener.py).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-__all__ = ["Limits", "Admission", "Busy", "source_key"]
+from ..auth.throttle import source_key
+
+__all__ = ["Limits", "Admission", "Busy"]
 
 
 @dataclass(frozen=True)
@@ -31,19 +32,6 @@ class Limits:
 
 class Busy(Exception):
     """No room: too many connections waiting for a handshake slot, or none freed in time."""
-
-
-def source_key(address: str) -> str:
-    """What the per-address cap counts: the IPv4 address, or the IPv6 /64 it belongs to."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 class Admission:

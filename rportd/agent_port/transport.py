@@ -8,7 +8,9 @@ toward a slow agent pauses the tunnels feeding it (`WriteGate`).
 Memory one connection can make rportd hold, whatever the peer sends: the request head
 (`MAX_HEAD`, 8 KiB), one incomplete frame (16 KiB before login, 257 KiB after), SSH bytes that
 arrive before the key exchange starts (`_MAX_EARLY`, 64 KiB; reading pauses beyond it), plus
-asyncssh's own buffer of one packet.
+asyncssh's own buffer of one packet. Toward the agent: while more than 256 KiB wait to be sent,
+the socket is not read (and pings are not answered), so a peer that sends without reading cannot
+make rportd queue answers without bound.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class AgentSocket(asyncio.Protocol):
         self._held: list[bytes | bytearray] | None = None  # None: not holding (yet, or any more)
         self._held_bytes = 0
         self._released = False
+        self._pauses: set[str] = set()  # why the socket is not being read; empty: reading
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,10 +128,24 @@ class AgentSocket(asyncio.Protocol):
         self._on_lost()
 
     def pause_writing(self) -> None:
+        """The agent is not taking what we send: stop reading from it too, so nothing it sends
+        (pings, requests) can make rportd queue answers without bound."""
         self.gate.set(False)
+        self._pause("congested")
 
     def resume_writing(self) -> None:
         self.gate.set(True)
+        self._resume("congested")
+
+    def _pause(self, reason: str) -> None:
+        if not self._pauses and self.raw is not None and not self.raw.is_closing():
+            self.raw.pause_reading()
+        self._pauses.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        self._pauses.discard(reason)
+        if not self._pauses and self.raw is not None and not self.raw.is_closing():
+            self.raw.resume_reading()
 
     # ------------------------------------------------------------------ the upgrade
     def _read_head(self, data: bytes) -> bytes:
@@ -147,7 +164,8 @@ class AgentSocket(asyncio.Protocol):
             self._refuse(NOT_FOUND if end <= MAX_HEAD else HEAD_TOO_LARGE)
             return b""
         self.raw.write(switching_protocols(upgrade, self._banner))
-        self.ssh = WebSocketTransport(self.raw, mask=False)
+        self.ssh = WebSocketTransport(self.raw, mask=False, reading=(
+            lambda: self._pause("ssh"), lambda: self._resume("ssh")))
         return rest
 
     def _refuse(self, answer: bytes) -> None:
@@ -161,7 +179,8 @@ class AgentSocket(asyncio.Protocol):
         if opcode in (OP_BINARY, OP_TEXT, OP_CONT):
             self._ssh_bytes(payload)
         elif opcode == OP_PING:
-            self.raw.write(build_frame(payload, OP_PONG, mask=False))
+            if self.gate.is_open:  # RFC 6455 5.5.3: answering only the latest ping is enough
+                self.raw.write(build_frame(payload, OP_PONG, mask=False))
         elif opcode == OP_CLOSE:
             self.ssh.close()
         elif opcode != OP_PONG:
@@ -185,8 +204,8 @@ class AgentSocket(asyncio.Protocol):
             self.crypto_requested.set_result(None)
         self._held.append(payload)
         self._held_bytes += len(payload)
-        if self._held_bytes > _MAX_EARLY and self.raw.is_reading():
-            self.raw.pause_reading()  # resumed by release_held
+        if self._held_bytes > _MAX_EARLY:
+            self._pause("held")  # resumed by release_held
 
     def release_held(self) -> None:
         """The owner holds a handshake slot: let the key exchange's computing part in."""
@@ -194,8 +213,7 @@ class AgentSocket(asyncio.Protocol):
         held, self._held, self._released = self._held or [], None, True
         for payload in held:
             self.ssh.feed(payload)
-        if not self.raw.is_closing() and not self.raw.is_reading():
-            self.raw.resume_reading()
+        self._resume("held")
 
     def _violation(self, exc: ProtocolViolation) -> None:
         """RFC 6455 7.4: close with 1009 for a frame too big, 1002 for any other violation."""

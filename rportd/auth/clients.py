@@ -19,7 +19,7 @@ from ..errors import MethodNotAllowed, StoreError
 from ..store import Store
 from ..tenancy import Scope, exact_equals, normalize_tenant, same_identity
 from .gate import LoginGate, LoginRefused
-from .passwords import PasswordPool, PoolBusy
+from .passwords import PasswordPool, PoolBusy, is_bcrypt
 from .throttle import ThrottlePolicy
 from .watched_file import WatchedJsonFile
 
@@ -87,7 +87,10 @@ class SingleClientAuth(ClientAuth):
     def __init__(self, auth: str, gate: LoginGate | None = None):
         super().__init__(gate)
         self._id, _, self._password = auth.partition(":")
-        self.gate.learn(self._password)
+        if is_bcrypt(self._password):
+            self.gate.learn(self._password)
+        else:
+            self.gate.plaintext_only()
 
     async def _lookup(self, auth_id: str) -> tuple[str, str] | None:
         return (self._password, "") if auth_id == self._id else None

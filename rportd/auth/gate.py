@@ -40,11 +40,21 @@ class LoginGate:
         self.cache = VerifyCache()
         self._dummies = DummyHashes(self.pool)
         self._flights: dict[Flight, asyncio.Future[bool | None]] = {}
-        self._cost: int | None = _DEFAULT_COST  # None: this source stores plaintext
+        self._cost: int | None = _DEFAULT_COST  # None: this source stores plaintext only
 
     def learn(self, stored: str) -> None:
-        """Remember how this source stores passwords, so unknown names cost the same."""
-        self._cost = bcrypt_cost(stored) if is_bcrypt(stored) else None
+        """Remember the highest bcrypt cost this source uses. Every check that is not a cache
+        hit then costs one bcrypt of it, whatever the row holds: unknown names (a dummy), bcrypt
+        rows, and plaintext rows (compared, then a dummy), so a mixed table (rport-era plaintext
+        rows beside API-made bcrypt ones) tells nothing through timing. It never goes down."""
+        cost = bcrypt_cost(stored) if is_bcrypt(stored) else None
+        if cost is not None:
+            self._cost = max(self._cost or 0, cost)
+
+    def plaintext_only(self) -> None:
+        """A source that can hold nothing but one plaintext password (`auth = "id:password"`):
+        no check costs a bcrypt."""
+        self._cost = None
 
     async def check(self, identity: str, address: str, password: str,
                     stored: str | None) -> bool:
@@ -98,17 +108,16 @@ class LoginGate:
     async def _verify(self, delay: float, password: str, stored: str | None) -> bool:
         if delay > 0:
             await asyncio.sleep(delay)
-        if stored is not None:
+        if stored is not None and is_bcrypt(stored):
             return await self.pool.verify(password, stored)
+        ok = stored is not None and await self.pool.verify(password, stored)
         await self._dummy_check(password)
-        return False
+        return ok
 
     async def _dummy_check(self, password: str) -> None:
-        """Spend what a real check would: a bcrypt of the learned cost, or a plaintext compare."""
-        if self._cost is None:
-            await self.pool.verify(password, "\x00" + password)
-            return
-        await self.pool.verify(password, await self._dummies.for_cost(self._cost))
+        """Spend what a bcrypt check would (nothing for a plaintext-only source)."""
+        if self._cost is not None:
+            await self.pool.verify(password, await self._dummies.for_cost(self._cost))
 
     def close(self) -> None:
         self.pool.close()

@@ -24,12 +24,13 @@ A spray of new names only evicts other one-failure records.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-__all__ = ["ThrottlePolicy", "LoginThrottle", "Reservation"]
+__all__ = ["ThrottlePolicy", "LoginThrottle", "Reservation", "source_key"]
 
 log = logging.getLogger("rportd.auth")
 
@@ -112,6 +113,19 @@ class _Records:
                     break
 
 
+def source_key(address: str) -> str:
+    """What the per-address cap counts: the IPv4 address, or the IPv6 /64 it belongs to."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class LoginThrottle:
     """Per identity, per address and per pair; see the module docstring for the rules."""
 
@@ -124,7 +138,10 @@ class LoginThrottle:
 
     @staticmethod
     def _keys(identity: str, address: str) -> tuple[Key, Key, Key]:
-        return ("id", identity), ("addr", address), ("pair", identity, address)
+        """An IPv6 source counts as its /64, as admission does: one host owns a whole /64 and
+        could otherwise rotate addresses past every ban."""
+        source = source_key(address)
+        return ("id", identity), ("addr", source), ("pair", identity, source)
 
     def retry_after(self, identity: str, address: str) -> float:
         """Seconds until this pair (or, on the agent port, this address) may try again; 0: now."""
@@ -223,5 +240,5 @@ class LoginThrottle:
         accept, before rportd spends a key exchange on them."""
         if not self.policy.ban_addresses:
             return False
-        record = self._records.peek(("addr", address))
+        record = self._records.peek(("addr", source_key(address)))
         return record is not None and record.banned_until > time.monotonic()

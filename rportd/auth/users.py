@@ -13,7 +13,7 @@ from ..config import Config
 from ..store import Store
 from ..tenancy import normalize_tenant, same_identity
 from .gate import LoginGate, LoginRefused
-from .passwords import PasswordPool
+from .passwords import PasswordPool, is_bcrypt
 from .throttle import ThrottlePolicy
 from .watched_file import WatchedJsonFile
 
@@ -55,7 +55,10 @@ class SingleUser(UserSource):
         super().__init__(gate)
         name, _, password = auth.partition(":")
         self._user = User(name, password, (), "")
-        self.gate.learn(password)
+        if is_bcrypt(password):
+            self.gate.learn(password)
+        else:
+            self.gate.plaintext_only()
 
     async def get(self, username: str) -> User | None:
         return self._user if username == self._user.username else None

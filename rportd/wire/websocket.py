@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from .aiohttp_internals import websocket_mask
@@ -157,9 +158,13 @@ class WebSocketTransport(asyncio.Transport):
     """The Transport asyncssh sees. Writes go out as binary frames on `raw`; the owner feeds
     received payloads through `feed`. `mask` is True on the client side (RFC 6455)."""
 
-    def __init__(self, raw: asyncio.Transport, *, mask: bool, extra: dict[str, Any] | None = None):
+    def __init__(self, raw: asyncio.Transport, *, mask: bool, extra: dict[str, Any] | None = None,
+                 reading: tuple[Callable[[], None], Callable[[], None]] | None = None):
+        """`reading`: (pause, resume) to call instead of the raw transport's, for an owner that
+        has reasons of its own to pause the socket."""
         super().__init__(extra)
         self._raw = raw
+        self._reading = reading
         self._mask = mask
         self._protocol: asyncio.Protocol | None = None
         self._early: list[bytes | bytearray] = []  # bytes that arrived before attach() (bounded by the owner)
@@ -179,7 +184,8 @@ class WebSocketTransport(asyncio.Transport):
         early, self._early = self._early, []
         for data in early:
             self.feed(data)
-        if not self._reading_paused and not self._raw.is_closing() and not self._raw.is_reading():
+        if (self._reading is None and not self._reading_paused and not self._raw.is_closing()
+                and not self._raw.is_reading()):
             self._raw.resume_reading()  # the owner paused it while early bytes piled up
 
     def feed(self, data: bytes | bytearray) -> None:
@@ -238,12 +244,18 @@ class WebSocketTransport(asyncio.Transport):
     def pause_reading(self) -> None:
         self._reading_paused = True
         self._resume_reading.clear()
-        self._raw.pause_reading()
+        if self._reading is not None:
+            self._reading[0]()
+        else:
+            self._raw.pause_reading()
 
     def resume_reading(self) -> None:
         self._reading_paused = False
         self._resume_reading.set()
-        self._raw.resume_reading()
+        if self._reading is not None:
+            self._reading[1]()
+        else:
+            self._raw.resume_reading()
 
     def is_reading(self) -> bool:
         return not self._reading_paused
