@@ -40,21 +40,23 @@ class LoginGate:
         self.cache = VerifyCache()
         self._dummies = DummyHashes(self.pool)
         self._flights: dict[Flight, asyncio.Future[bool | None]] = {}
-        self._cost: int | None = _DEFAULT_COST  # None: this source stores plaintext only
+        self._seen_cost: int | None = None  # the highest bcrypt cost among rows checked
+        self._plaintext_only = False
+        self._typical: float | None = None  # seconds a dummy check takes (moving average)
 
     def learn(self, stored: str) -> None:
-        """Remember the highest bcrypt cost this source uses. Every check that is not a cache
-        hit then costs one bcrypt of it, whatever the row holds: unknown names (a dummy), bcrypt
-        rows, and plaintext rows (compared, then a dummy), so a mixed table (rport-era plaintext
-        rows beside API-made bcrypt ones) tells nothing through timing. It never goes down."""
+        """Remember the highest bcrypt cost this source uses (it never goes down). Unknown
+        names cost a dummy bcrypt of it, and every other check that is not a cache hit is
+        padded to what that dummy takes: a mixed table (rport-era plaintext rows, cheaper or
+        dearer bcrypt rows) tells nothing through timing."""
         cost = bcrypt_cost(stored) if is_bcrypt(stored) else None
         if cost is not None:
-            self._cost = max(self._cost or 0, cost)
+            self._seen_cost = max(self._seen_cost or 0, cost)
 
     def plaintext_only(self) -> None:
         """A source that can hold nothing but one plaintext password (`auth = "id:password"`):
         no check costs a bcrypt."""
-        self._cost = None
+        self._plaintext_only = True
 
     async def check(self, identity: str, address: str, password: str,
                     stored: str | None) -> bool:
@@ -108,16 +110,34 @@ class LoginGate:
     async def _verify(self, delay: float, password: str, stored: str | None) -> bool:
         if delay > 0:
             await asyncio.sleep(delay)
-        if stored is not None and is_bcrypt(stored):
-            return await self.pool.verify(password, stored)
-        ok = stored is not None and await self.pool.verify(password, stored)
-        await self._dummy_check(password)
+        if stored is None:
+            await self._dummy_check(password)
+            return False
+        if self._typical is None and not self._plaintext_only:
+            await self._dummy_check(password)  # once: learn what a check should take
+        started = asyncio.get_running_loop().time()
+        ok = await self.pool.verify(password, stored)
+        await self._pad(started)
         return ok
 
     async def _dummy_check(self, password: str) -> None:
         """Spend what a bcrypt check would (nothing for a plaintext-only source)."""
-        if self._cost is not None:
-            await self.pool.verify(password, await self._dummies.for_cost(self._cost))
+        if self._plaintext_only:
+            return
+        loop = asyncio.get_running_loop()
+        cost = self._seen_cost or _DEFAULT_COST  # before any row: what rportd writes
+        dummy = await self._dummies.for_cost(cost)
+        started = loop.time()
+        await self.pool.verify(password, dummy)
+        took = loop.time() - started
+        self._typical = took if self._typical is None else 0.8 * self._typical + 0.2 * took
+
+    async def _pad(self, started: float) -> None:
+        """Sleep until a check begun at `started` took as long as a dummy check does."""
+        if self._typical is not None and not self._plaintext_only:
+            rest = self._typical - (asyncio.get_running_loop().time() - started)
+            if rest > 0:
+                await asyncio.sleep(rest)
 
     def close(self) -> None:
         self.pool.close()
