@@ -206,8 +206,16 @@ async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
 
 
 async def register(conn: SSHClientConnection, request: bytes) -> list[Any]:
-    """Send new_connection; the reply is the JSON array of tunnels the server set up."""
-    ok, reply = await send_global_request(conn, "new_connection", request)
+    """Send new_connection; the reply is the JSON array of tunnels the server set up. A
+    connection lost before the answer is retried (as openrport's client does): the server may
+    be restarting, or shedding load, and has said nothing about this client."""
+    try:
+        ok, reply = await send_global_request(conn, "new_connection", request)
+    except (asyncssh.Error, OSError) as exc:
+        raise RetryableError(f"Connection lost before the connection request was answered: "
+                             f"{exc}") from exc
+    if not ok and conn.is_closed():
+        raise RetryableError("Connection lost before the connection request was answered")
     if not ok:
         text = reply.decode("utf-8", "replace")
         conn.close()
