@@ -43,6 +43,12 @@ UPGRADE = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: rport 0.9.12\r\n"
            b"Upgrade: websocket\r\n\r\n")
 
 
+def stranger_address(index: int) -> str:
+    """Strangers come from 127.1.x.y, 200 per address (under the per-address cap), never from
+    the legitimate agents' 127.0.0.1, as on the internet."""
+    return f"127.1.{index // 200}.{index % 200 + 1}"
+
+
 class Strangers:
     """N connections held by someone who is not an agent; counts how many are still open."""
 
@@ -53,12 +59,14 @@ class Strangers:
 
     def start(self, count: int, behave: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
                                                  Awaitable[None]], port: int) -> None:
-        self.tasks = [asyncio.create_task(self._one(behave, port)) for _ in range(count)]
+        self.tasks = [asyncio.create_task(self._one(behave, port, stranger_address(index)))
+                      for index in range(count)]
 
     async def _one(self, behave: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                          Awaitable[None]], port: int) -> None:
+                                          Awaitable[None]], port: int, source: str) -> None:
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                           local_addr=(source, 0))
         except OSError:
             return
         self.open += 1
@@ -244,14 +252,16 @@ async def _guessing(count: int, ports: tuple[int, int], pid: int,
                     args: argparse.Namespace) -> None:
     stop_at = asyncio.Event()
     counts: Counter[str] = Counter()
-    settings = AgentSettings(parse_server(f"127.0.0.1:{ports[0]}"), "bench", "wrong-pw",
-                             keepalive=0)
     tasks: list[asyncio.Task[None]] = []
     started = time.monotonic()
 
+    def settings(index: int) -> AgentSettings:  # each guesser from its own address
+        return AgentSettings(parse_server(f"127.0.0.1:{ports[0]}"), "bench", "wrong-pw",
+                             keepalive=0, source_address=f"127.2.0.{index + 1}")
+
     async def load() -> Callable[[], str]:
-        tasks.extend(asyncio.create_task(guess(settings, stop_at, counts))
-                     for _ in range(count))
+        tasks.extend(asyncio.create_task(guess(settings(index), stop_at, counts))
+                     for index in range(count))
         return lambda: (f"{count} guessers, {sum(counts.values())} guesses in "
                         f"{time.monotonic() - started:.0f} s ({dict(counts)})")
 

@@ -203,6 +203,27 @@ async def test_one_source_gets_at_most_its_share_of_unauthenticated_connections(
         server.stop()
 
 
+async def test_at_the_global_cap_the_oldest_stranger_makes_room_for_an_agent(
+        tmp_path: Path) -> None:
+    """Strangers from many addresses fill max_unauthenticated: a real agent still logs in at
+    once, because the oldest connection that has not logged in is closed for it."""
+    server = Rportd(tmp_path, {"server": {"auth": "c1:secret", "max_unauthenticated": 60}},
+                    api=False)
+    server.start()
+    strangers: list[socket.socket] = []
+    try:
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            strangers += await hold(server, 20, UPGRADE, source)
+        assert await login_seconds(server) < 2
+        await asyncio.to_thread(wait_for, lambda: hung_up(strangers[0]), 5,
+                                "the oldest stranger closed")
+        assert not any(hung_up(s) for s in strangers[-10:])  # only what was needed
+    finally:
+        for sock in strangers:
+            sock.close()
+        server.stop()
+
+
 def test_running_out_of_descriptors_pauses_accepting_without_a_log_flood(tmp_path: Path) -> None:
     """rportd limited to 160 open files, 400 strangers connect at once: accepting pauses with
     one log line per interval (asyncio's own loop logged one per backlog slot, 47 MB in 20 s),

@@ -55,6 +55,11 @@ class Admission:
         self._per_source[key] = self._per_source.get(key, 0) + 1
         return True
 
+    def source_full(self, address: str) -> bool:
+        """Whether `address`'s source already holds its share of unauthenticated places."""
+        count = self._per_source.get(source_key(address), 0)
+        return count >= self.limits.max_unauthenticated_per_address
+
     def release(self, address: str) -> None:
         """The connection logged in or went away: it no longer counts against the caps."""
         key = source_key(address)

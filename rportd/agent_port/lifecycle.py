@@ -36,7 +36,7 @@ _ALLOWED: dict[State, frozenset[State]] = {
     State.CLOSED: frozenset(),
 }
 
-Observer = Callable[[State, State], None]
+Observer = Callable[["Lifecycle", State, State], None]
 
 
 class Lifecycle:
@@ -63,7 +63,7 @@ class Lifecycle:
         self._progress.set()
         self._progress = asyncio.Event()
         if self._observer is not None:
-            self._observer(old, new)
+            self._observer(self, old, new)
         return True
 
     def close(self) -> None:

@@ -87,6 +87,9 @@ class AgentPort:
         self._owners: set[asyncio.Task[None]] = set()
         self._sockets: set[AgentSocket] = set()
         self._budget = 0
+        self._unauthenticated: dict[Lifecycle, None] = {}  # oldest first
+        self._log_evicted = _Throttled("agent port: at max_unauthenticated; closed the oldest "
+                                       "connections not logged in to make room")
         self._log_refused = _Throttled("agent port: refused connections from banned addresses "
                                        "or over the unauthenticated limits")
         self._log_fds = _Throttled("agent port: out of file descriptors (%s); accepting paused")
@@ -133,26 +136,43 @@ class AgentPort:
         asyncio.get_running_loop().call_later(_RETRY_ACCEPT, self._resume_accepting)
 
     def _accepted(self, conn: socket.socket, address: str) -> None:
-        if self._banned(address) or not self.admission.admit(address):
+        if not self._admit(address):
             self._log_refused()
             conn.close()
             return
         conn.setblocking(False)
         _keepalive(conn)
-        task = asyncio.get_running_loop().create_task(self._own(conn, address))
+        lifecycle = Lifecycle(address, self._observe)
+        self._unauthenticated[lifecycle] = None
+        task = asyncio.get_running_loop().create_task(self._own(conn, lifecycle))
         self._owners.add(task)
         task.add_done_callback(self._owners.discard)
         if len(self._owners) >= self._budget:
             self._pause_accepting()
+
+    def _admit(self, address: str) -> bool:
+        """Refuse banned addresses and a source over its own cap. At the global cap, the oldest
+        connection that has not logged in makes room: strangers holding idle sockets cannot
+        keep an agent out, and a real agent needs the place for milliseconds only."""
+        if self._banned(address) or self.admission.source_full(address):
+            return False
+        if self.admission.admit(address):
+            return True
+        oldest = next(iter(self._unauthenticated), None)
+        if oldest is None:
+            return False
+        self._log_evicted()
+        oldest.close()  # its observer frees its place; its owner hangs up
+        return self.admission.admit(address)
 
     def _banned(self, address: str) -> bool:
         auth = self.services.client_auth
         return auth is not None and auth.gate.throttle.address_banned(address)
 
     # ------------------------------------------------------------------ one connection
-    async def _own(self, conn: socket.socket, address: str) -> None:
+    async def _own(self, conn: socket.socket, lifecycle: Lifecycle) -> None:
         """The owner of one connection, from accept to closed."""
-        lifecycle = Lifecycle(address, self._observer(address))
+        address = lifecycle.peer
         agent: AgentSocket | None = None
         session: AgentSession | None = None
         try:
@@ -241,11 +261,10 @@ class AgentPort:
         if not agent.closed.done():
             asyncio.get_running_loop().call_later(1.0, agent.abort)
 
-    def _observer(self, address: str) -> Any:
-        def observe(old: State, new: State) -> None:
-            if old < State.AUTHENTICATED <= new:  # left pre-authentication (logged in or gone)
-                self.admission.release(address)
-        return observe
+    def _observe(self, lifecycle: Lifecycle, old: State, new: State) -> None:
+        if old < State.AUTHENTICATED <= new:  # left pre-authentication (logged in or gone)
+            self.admission.release(lifecycle.peer)
+            self._unauthenticated.pop(lifecycle, None)
 
     # ------------------------------------------------------------------ shutdown
     def stop_accepting(self) -> None:

@@ -71,6 +71,7 @@ class AgentSettings:
     max_retry_count: int = -1
     max_retry_interval: float = 300.0
     wire_pattern: str = "asyncssh"
+    source_address: str = ""  # the local address to connect from (benchmarks, multi-homed hosts)
 
     def request(self) -> bytes:
         body: dict[str, Any] = {"Version": __version__, "ID": self.client_id, "Name": self.name}
@@ -177,7 +178,8 @@ async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
     """WebSocket upgrade plus an authenticated SSH connection, not yet registered."""
     log.info("Connecting to %s", settings.server.url)
     try:
-        transport = await connect_websocket(settings.server, f"rport {__version__}")
+        transport = await connect_websocket(settings.server, f"rport {__version__}",
+                                            source_address=settings.source_address)
     except (OSError, TimeoutError) as exc:
         raise RetryableError(f"Connection error: {exc}") from exc
     client = _AgentSSHClient(settings.fingerprint)

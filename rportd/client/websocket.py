@@ -161,15 +161,18 @@ class _ClientProtocol(asyncio.Protocol):
                 protocol.resume_writing()
 
 
-async def connect_websocket(server: ServerAddress, user_agent: str,
-                            timeout: float = 45.0) -> WebSocketTransport:
-    """Dial, upgrade with `Sec-WebSocket-Protocol: rport-v1`, return the SSH-ready transport."""
+async def connect_websocket(server: ServerAddress, user_agent: str, timeout: float = 45.0,
+                            source_address: str = "") -> WebSocketTransport:
+    """Dial (from `source_address` when given), upgrade with `Sec-WebSocket-Protocol: rport-v1`,
+    return the SSH-ready transport."""
     loop = asyncio.get_running_loop()
     context = ssl.create_default_context() if server.tls else None
+    local = (source_address, 0) if source_address else None
 
     async def dial() -> WebSocketTransport:
         _, protocol = await loop.create_connection(
-            lambda: _ClientProtocol(server, user_agent), server.host, server.port, ssl=context)
+            lambda: _ClientProtocol(server, user_agent), server.host, server.port, ssl=context,
+            local_addr=local)
         return await protocol.upgraded
 
     return await asyncio.wait_for(dial(), timeout)
