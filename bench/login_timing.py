@@ -6,7 +6,7 @@ name with a wrong password, on the API and on the agent port (bcrypt cost 12 tab
 rportd runs multi-tenant on SQLite tables seeded with `--rounds` users and client credentials
 (bcrypt). Each round tries one unknown and one known name (a fresh name each time, so per-name
 throttles never engage); API requests come from a fresh 127.x.y.z source address each, so
-per-address throttles do not either. Agent-port attempts are timed from TCP connect to the
+per-address throttles do not either; agent-port attempts too. They are timed from TCP connect to the
 refusal. Prints both medians, the status/outcome counts and the ratio known/unknown (1.00 means
 no difference; issue 8 asks for less than 20 %).
 """
@@ -61,10 +61,12 @@ def api_attempt(port: int, username: str, source: int) -> tuple[float, int]:
         conn.close()
 
 
-async def agent_attempt(port: int, auth_id: str) -> tuple[float, str]:
-    """One agent login with a wrong password: seconds from TCP connect to the refusal."""
+async def agent_attempt(port: int, auth_id: str, source: int) -> tuple[float, str]:
+    """One agent login with a wrong password from 127.<source> (the agent port bans an address
+    after max_failed_login failures): seconds from TCP connect to the refusal."""
+    address = f"127.{1 + source // 250 % 250}.{source % 250 + 1}.2"
     settings = AgentSettings(parse_server(f"127.0.0.1:{port}"), auth_id, "wrong-password",
-                             keepalive=0)
+                             keepalive=0, source_address=address)
     start = time.perf_counter()
     try:
         conn = await asyncio.wait_for(open_ssh(settings), 60)
@@ -117,15 +119,15 @@ log_level = "error"
         wait_port(api_port, 60)
         wait_port(agent_port, 60)
         api_attempt(api_port, f"known{args.rounds}", 0)  # warm-up: first bcrypt, first thread
-        await agent_attempt(agent_port, f"known-client{args.rounds}")
+        await agent_attempt(agent_port, f"known-client{args.rounds}", 999)
         api_unknown, api_known = [], []
         for i in range(args.rounds):
             api_unknown.append(api_attempt(api_port, f"nobody{i}", 1 + 2 * i))
             api_known.append(api_attempt(api_port, f"known{i}", 2 + 2 * i))
         agent_unknown, agent_known = [], []
         for i in range(args.rounds):
-            agent_unknown.append(await agent_attempt(agent_port, f"nobody-client{i}"))
-            agent_known.append(await agent_attempt(agent_port, f"known-client{i}"))
+            agent_unknown.append(await agent_attempt(agent_port, f"nobody-client{i}", 2 * i))
+            agent_known.append(await agent_attempt(agent_port, f"known-client{i}", 2 * i + 1))
         print(f"failed logins, {args.rounds} of each kind, bcrypt cost {args.cost}, one at a time")
         report("API GET /api/v1/login (basic auth)", api_unknown, api_known)
         report("agent port (WebSocket + SSH password auth)", agent_unknown, agent_known)
