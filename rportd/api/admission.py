@@ -32,13 +32,18 @@ class FairAdmission:
         self._waiting: OrderedDict[Hashable, deque[asyncio.Future[None]]] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
 
-    async def admit(self, caller: Hashable) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+    def admit_now(self, now: float) -> bool:
+        """True when a request may go at once (no coroutine, for the common case)."""
         if not self._interval or not self._meter.busy(now):
-            return
+            return True
         if not self._waiting and now >= self._next:
             self._next = now + self._interval
+            return True
+        return False
+
+    async def admit(self, caller: Hashable) -> None:
+        loop = asyncio.get_running_loop()
+        if self.admit_now(loop.time()):
             return
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiting.setdefault(caller, deque()).append(waiter)

@@ -102,9 +102,11 @@ ADMISSION: web.AppKey[FairAdmission] = web.AppKey("admission")
 @web.middleware
 async def data_plane_first(request: web.Request, handler: Handler) -> web.StreamResponse:
     """After authentication: each caller queues for its own turn (admission.py)."""
-    caller = request.get(CALLER)
-    key = ANONYMOUS if caller is None else ("user", caller.scope.tenant, caller.user.username)
-    await request.app[ADMISSION].admit(key)
+    admission = request.app[ADMISSION]
+    if not admission.admit_now(asyncio.get_running_loop().time()):
+        caller = request.get(CALLER)
+        key = ANONYMOUS if caller is None else ("user", caller.scope.tenant, caller.user.username)
+        await admission.admit(key)
     return await handler(request)
 
 

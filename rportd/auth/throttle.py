@@ -24,6 +24,7 @@ A spray of new names only evicts other one-failure records.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -113,6 +114,7 @@ class _Records:
                     break
 
 
+@functools.lru_cache(maxsize=65536)
 def source_key(address: str) -> str:
     """What the per-address cap counts: the IPv4 address, or the IPv6 /64 it belongs to."""
     try:
