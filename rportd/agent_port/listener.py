@@ -87,7 +87,8 @@ class AgentPort:
         self._owners: set[asyncio.Task[None]] = set()
         self._sockets: set[AgentSocket] = set()
         self._budget = 0
-        self._unauthenticated: dict[Lifecycle, None] = {}  # oldest first
+        # connections not logged in, oldest first, with their socket once it is wrapped
+        self._unauthenticated: dict[Lifecycle, AgentSocket | None] = {}
         self._log_evicted = _Throttled("agent port: at max_unauthenticated; closed the oldest "
                                        "connections not logged in to make room")
         self._log_refused = _Throttled("agent port: refused connections from banned addresses "
@@ -105,7 +106,7 @@ class AgentPort:
         self._resume_accepting()
 
     def _resume_accepting(self) -> None:
-        if self._socks and not self._accepting and len(self._sockets) < self._budget:
+        if self._socks and not self._accepting and len(self._owners) < self._budget:
             loop = asyncio.get_running_loop()
             for sock in self._socks:
                 loop.add_reader(sock.fileno(), self._accept_some, sock)
@@ -146,9 +147,13 @@ class AgentPort:
         self._unauthenticated[lifecycle] = None
         task = asyncio.get_running_loop().create_task(self._own(conn, lifecycle))
         self._owners.add(task)
-        task.add_done_callback(self._owners.discard)
+        task.add_done_callback(self._owner_done)
         if len(self._owners) >= self._budget:
             self._pause_accepting()
+
+    def _owner_done(self, task: asyncio.Task[None]) -> None:
+        self._owners.discard(task)
+        self._resume_accepting()
 
     def _admit(self, address: str) -> bool:
         """Refuse banned addresses and a source over its own cap. At the global cap, the oldest
@@ -179,6 +184,8 @@ class AgentPort:
             _, agent = await asyncio.get_running_loop().connect_accepted_socket(
                 lambda: AgentSocket(SERVER_VERSION + b"\r\n", lifecycle.close), conn)
             self._sockets.add(agent)
+            if lifecycle in self._unauthenticated:
+                self._unauthenticated[lifecycle] = agent
             session = await self._handshake(agent, lifecycle)
             await lifecycle.wait_closing()
         except (TimeoutError, Busy, ConnectionError, OSError) as exc:
@@ -200,8 +207,6 @@ class AgentPort:
             await self._step(lifecycle.wait_key_exchange(), lifecycle, limits.handshake_timeout)
         await self._step(lifecycle.wait_reached(State.AUTHENTICATED), lifecycle,
                          limits.login_timeout)
-        if lifecycle.authenticated:
-            agent.logged_in()
         return session
 
     async def _step(self, awaitable: Awaitable[Any], lifecycle: Lifecycle,
@@ -250,7 +255,6 @@ class AgentPort:
             lifecycle.advance(State.CLOSED)
             if agent is not None:
                 self._sockets.discard(agent)
-            self._resume_accepting()
 
     def _hang_up(self, agent: AgentSocket) -> None:
         """Close politely; abort if the agent does not take the last bytes within a second."""
@@ -262,9 +266,14 @@ class AgentPort:
             asyncio.get_running_loop().call_later(1.0, agent.abort)
 
     def _observe(self, lifecycle: Lifecycle, old: State, new: State) -> None:
-        if old < State.AUTHENTICATED <= new:  # left pre-authentication (logged in or gone)
+        """Called inside every transition. Leaving pre-authentication frees the place at once;
+        logging in also lifts the frame limit before the agent's next frame is parsed (its
+        connection request follows the login's answer without waiting for our owner task)."""
+        if old < State.AUTHENTICATED <= new:
             self.admission.release(lifecycle.peer)
-            self._unauthenticated.pop(lifecycle, None)
+            agent = self._unauthenticated.pop(lifecycle, None)
+            if agent is not None and new is State.AUTHENTICATED:
+                agent.logged_in()
 
     # ------------------------------------------------------------------ shutdown
     def stop_accepting(self) -> None:

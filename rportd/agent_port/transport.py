@@ -110,6 +110,8 @@ class AgentSocket(asyncio.Protocol):
             self._violation(exc)
             return
         for opcode, payload in frames:
+            if self.raw is None or self.raw.is_closing():
+                return  # closed by an earlier frame of this read (a violation, a close)
             self._dispatch(opcode, payload)
 
     def eof_received(self) -> bool:

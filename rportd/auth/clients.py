@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
-from ..errors import MethodNotAllowed, StoreError
+from ..errors import DatabaseUnavailable, MethodNotAllowed, StoreError
 from ..store import Store
 from ..tenancy import Scope, exact_equals, normalize_tenant, same_identity
 from .gate import LoginGate, LoginRefused
@@ -172,6 +172,8 @@ class TableClientAuth(ClientAuth):
         try:
             await self._store.execute(f"INSERT INTO {self._q_table} ({columns}) VALUES ({marks})",
                                       values)
+        except DatabaseUnavailable:
+            raise  # asking again whether the id exists would wait out a second deadline
         except StoreError:
             if await self._store.fetchone(f"SELECT 1 FROM {self._q_table} WHERE {self._q_id} = ?",
                                           (auth_id,)):
