@@ -25,6 +25,11 @@ EXPECTED_INDEXES = {
     ("groups", "groups_username_group_tenant"): ["username", "group", "tenant"],
     ("clients", "clients_disconnected_at"): ["disconnected_at"],
     ("api_token_revocations", "api_token_revocations_expires"): ["expires"],
+    ("multi_jobs", "multi_jobs_tenant_started_at"): ["tenant", "started_at"],
+    ("jobs", "jobs_tenant_client_started_at"): ["tenant", "client_id", "started_at"],
+    ("jobs", "jobs_tenant_multi_job_id"): ["tenant", "multi_job_id"],
+    ("api_tokens", "api_tokens_tenant_username"): ["tenant", "username"],
+    ("audit_log", "audit_log_tenant_at"): ["tenant", "at"],
 }
 UNIQUE = {"users_username", "groups_username_group_tenant"}
 
@@ -49,7 +54,7 @@ async def index_columns(config: DatabaseConfig) -> dict[tuple[str, str], tuple[l
     try:
         if config.db_type == "sqlite":
             found = {}
-            for table in ("clients_auth", "users", "groups", "clients", "api_token_revocations"):
+            for table in sorted({table for table, _ in EXPECTED_INDEXES}):
                 for row in await store.fetchall(f'PRAGMA index_list("{table}")'):
                     name, unique = str(row[1]), bool(row[2])
                     info = await store.fetchall(f'PRAGMA index_info("{name}")')
@@ -171,14 +176,15 @@ def test_rportd_migrate_command(config_file: Path, tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         return result.stdout
 
+    names = [f"{m.version:04d}_{m.name}" for m in available("sqlite")]
+    last, before_last = names[-1], names[-2]
     assert "0001_auth_tables\tpending" in migrate("--status")
-    assert migrate().splitlines() == ["applied 0001_auth_tables", "applied 0002_client_registry",
-                                      "applied 0003_api_tokens", "applied 0004_tunnel_ids"]
+    assert migrate().splitlines() == [f"applied {name}" for name in names]
     assert migrate() == "schema is up to date\n"
-    assert "0004_tunnel_ids\tapplied" in migrate("--status")
-    assert migrate("--down", "2") == "reverted 0004_tunnel_ids\nreverted 0003_api_tokens\n"
-    assert "0003_api_tokens\tpending" in migrate("--status")
-    assert migrate() == "applied 0003_api_tokens\napplied 0004_tunnel_ids\n"
+    assert f"{last}\tapplied" in migrate("--status")
+    assert migrate("--down", "2") == f"reverted {last}\nreverted {before_last}\n"
+    assert f"{before_last}\tpending" in migrate("--status")
+    assert migrate() == f"applied {before_last}\napplied {last}\n"
 
 
 @pytest.mark.mysql
