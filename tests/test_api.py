@@ -17,7 +17,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from rportd.api.app import ROUTES
+from rportd.api.app import PERMISSION_KINDS, RESOURCES, ROUTES
 from rportd.api.openapi import openapi_spec
 from rportd.auth import passwords
 from rportd.auth.passwords import VerifyCache, hash_password
@@ -198,7 +198,7 @@ def test_openapi_describes_exactly_the_routes(server: Server) -> None:
     spec = server.call("GET", "/api/v1/openapi.json").json()
     assert spec == json.loads(json.dumps(openapi_spec()))
     documented = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
-    routed = {(method, path) for method, path, _ in ROUTES}
+    routed = {(route.method, route.path) for route in ROUTES}
     assert documented == routed
 
 
@@ -300,3 +300,12 @@ async def test_repeated_basic_auth_costs_one_bcrypt(monkeypatch: pytest.MonkeyPa
     assert not await cache.verify("other", stored)  # a wrong password is never cached
     changed = hash_password("pw", rounds=4)
     assert await cache.verify("pw", changed) and len(calls) == 3  # a changed hash checks again
+
+
+def test_every_route_names_a_known_permission() -> None:
+    for route in ROUTES:
+        if route.permission in PERMISSION_KINDS:
+            continue
+        resource, _, access = route.permission.partition(":")
+        assert resource in RESOURCES and access in ("read", "write"), route
+        assert (access == "read") == (route.method == "GET"), route

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -19,7 +20,7 @@ from .context import CONTEXT, ApiContext
 from .http_server import error_body
 from .openapi import openapi_spec
 
-__all__ = ["build_api", "ROUTES", "ADMISSION"]
+__all__ = ["build_api", "ROUTES", "Route", "RESOURCES", "PERMISSION_KINDS", "ADMISSION"]
 
 log = logging.getLogger("rportd.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -128,22 +129,39 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_spec())
 
 
-ROUTES: tuple[tuple[str, str, Handler], ...] = (
-    ("GET", "/api/v1/health", health),
-    ("GET", "/api/v1/openapi.json", openapi),
-    ("GET", "/api/v1/login", auth.login_get),
-    ("POST", "/api/v1/login", auth.login_post),
-    ("DELETE", "/api/v1/login", auth.login_delete),
-    ("GET", "/api/v1/me", auth.me),
-    ("GET", "/api/v1/status", status),
-    ("GET", "/api/v1/clients", clients.list_clients),
-    ("GET", "/api/v1/clients/{id}", clients.get_client),
-    ("DELETE", "/api/v1/clients/{id}", clients.delete_client),
-    ("PUT", "/api/v1/clients/{id}/tunnels", clients.put_tunnel),
-    ("DELETE", "/api/v1/clients/{id}/tunnels/{tunnel_id}", clients.delete_tunnel),
-    ("GET", "/api/v1/clients-auth", clients_auth.list_credentials),
-    ("POST", "/api/v1/clients-auth", clients_auth.create_credential),
-    ("DELETE", "/api/v1/clients-auth/{id}", clients_auth.delete_credential),
+class Route(NamedTuple):
+    """One endpoint and the permission a caller needs for it: `public` (no login), `self` (any
+    logged-in caller, about themselves), `operator` (the operator identity), or
+    `<resource>:read` / `<resource>:write` (READ and WRITE of the tenant's resources)."""
+
+    method: str
+    path: str
+    handler: Handler
+    permission: str
+
+
+PERMISSION_KINDS = ("public", "self", "operator")
+RESOURCES = ("clients", "tunnels", "commands", "client-groups", "credentials", "users",
+             "auditlog")
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/v1/health", health, "public"),
+    Route("GET", "/api/v1/openapi.json", openapi, "public"),
+    Route("GET", "/api/v1/login", auth.login_get, "self"),
+    Route("POST", "/api/v1/login", auth.login_post, "self"),
+    Route("DELETE", "/api/v1/login", auth.login_delete, "self"),
+    Route("GET", "/api/v1/me", auth.me, "self"),
+    Route("GET", "/api/v1/status", status, "self"),
+    Route("GET", "/api/v1/clients", clients.list_clients, "clients:read"),
+    Route("GET", "/api/v1/clients/{id}", clients.get_client, "clients:read"),
+    Route("DELETE", "/api/v1/clients/{id}", clients.delete_client, "clients:write"),
+    Route("PUT", "/api/v1/clients/{id}/tunnels", clients.put_tunnel, "tunnels:write"),
+    Route("DELETE", "/api/v1/clients/{id}/tunnels/{tunnel_id}", clients.delete_tunnel,
+          "tunnels:write"),
+    Route("GET", "/api/v1/clients-auth", clients_auth.list_credentials, "credentials:read"),
+    Route("POST", "/api/v1/clients-auth", clients_auth.create_credential, "credentials:write"),
+    Route("DELETE", "/api/v1/clients-auth/{id}", clients_auth.delete_credential,
+          "credentials:write"),
 )
 
 
@@ -157,8 +175,8 @@ def build_api(ctx: ApiContext, authenticator: Authenticator) -> web.Application:
     app[AUTHENTICATOR] = authenticator
     app[clients.LISTINGS] = clients.ListingCache(api.listing_cache_bytes)
     app[ADMISSION] = FairAdmission(ctx.traffic, api.rate_while_tunnels_busy)
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
     if ctx.config.api.doc_root:
         app.router.add_get("/{path:.*}", static_files(Path(ctx.config.api.doc_root)))
     return app
