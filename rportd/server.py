@@ -22,6 +22,7 @@ from .api.auth import Authenticator
 from .api.context import ApiContext
 from .api.http_server import ApiRunner
 from .auth.clients import FileClientAuth, client_auth_from_config
+from .auth.personal_tokens import PersonalTokens
 from .auth.tokens import TokenIssuer, load_or_create_secret
 from .auth.users import FileUsers, users_from_config
 from .bootstrap import create_first_credentials
@@ -185,8 +186,9 @@ class Runtime:
         tokens = TokenIssuer(self._jwt_secret, self.store)
         await tokens.load_revocations()
         self._spawn(self._prune_revocations(tokens))
-        authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy)
-        return build_api(self._api_context(), authenticator)
+        authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy,
+                                      PersonalTokens(self.store))
+        return build_api(self._api_context(), authenticator, self.store)
 
     def _api_context(self) -> ApiContext:
         return ApiContext(self.config, self.registry, self.agents.client_auth, self.agents.ports,

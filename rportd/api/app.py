@@ -4,26 +4,33 @@ OpenAPI, static files and the access log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from aiohttp import web
 
 from .. import __version__
+from ..audit import AuditLog
+from ..auth.permissions import RESOURCES, Grants
+from ..auth.user_admin import GrantAdmin, UserAdmin
 from ..errors import DatabaseUnavailable, NotFound, RportdError, StoreError
-from . import auth, bodies, clients, clients_auth
+from ..store import Store
+from . import auditlog, auth, bodies, clients, clients_auth, me, tokens, user_groups, users
 from .admission import ANONYMOUS, FairAdmission
 from .auth import AUTHENTICATOR, CALLER, Authenticator
+from .authorize import GRANTS, ROUTE_PERMISSIONS, authorize_middleware
 from .context import CONTEXT, ApiContext
 from .http_server import error_body
-from .openapi import openapi_spec
+from .openapi import classified, openapi_spec
 
-__all__ = ["build_api", "ROUTES", "Route", "RESOURCES", "PERMISSION_KINDS", "ADMISSION"]
+__all__ = ["build_api", "served_openapi", "ROUTES", "Route", "RESOURCES", "PERMISSION_KINDS", "ADMISSION"]
 
 log = logging.getLogger("rportd.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AUDIT_FLUSH_SECONDS = 3.0
 
 _HTTP_CODES = {400: "ERR_CODE_INVALID_REQUEST", 401: "ERR_CODE_UNAUTHORIZED",
                404: "ERR_CODE_NOT_FOUND", 405: "ERR_CODE_METHOD_NOT_ALLOWED",
@@ -126,7 +133,13 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_spec())
+    return web.json_response(served_openapi())
+
+
+def served_openapi() -> dict[str, object]:
+    """openapi.py's document with each route's permission from ROUTES."""
+    return classified(openapi_spec(), [(r.method, r.path, r.permission) for r in ROUTES],
+                      RESOURCES)
 
 
 class Route(NamedTuple):
@@ -141,8 +154,6 @@ class Route(NamedTuple):
 
 
 PERMISSION_KINDS = ("public", "self", "operator")
-RESOURCES = ("clients", "tunnels", "commands", "client-groups", "credentials", "users",
-             "auditlog")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/health", health, "public"),
@@ -150,7 +161,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/login", auth.login_get, "self"),
     Route("POST", "/api/v1/login", auth.login_post, "self"),
     Route("DELETE", "/api/v1/login", auth.login_delete, "self"),
-    Route("GET", "/api/v1/me", auth.me, "self"),
+    Route("GET", "/api/v1/me", me.me, "self"),
+    Route("GET", "/api/v1/me/tokens", tokens.list_tokens, "self"),
+    Route("POST", "/api/v1/me/tokens", tokens.create_token, "self"),
+    Route("DELETE", "/api/v1/me/tokens/{id}", tokens.delete_token, "self"),
     Route("GET", "/api/v1/status", status, "self"),
     Route("GET", "/api/v1/clients", clients.list_clients, "clients:read"),
     Route("GET", "/api/v1/clients/{id}", clients.get_client, "clients:read"),
@@ -162,24 +176,66 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/clients-auth", clients_auth.create_credential, "credentials:write"),
     Route("DELETE", "/api/v1/clients-auth/{id}", clients_auth.delete_credential,
           "credentials:write"),
+    Route("GET", "/api/v1/users", users.list_users, "users:read"),
+    Route("POST", "/api/v1/users", users.create_user, "users:write"),
+    Route("PUT", "/api/v1/users/{username}", users.update_user, "users:write"),
+    Route("PATCH", "/api/v1/users/{username}", users.update_user, "users:write"),
+    Route("DELETE", "/api/v1/users/{username}", users.delete_user, "users:write"),
+    Route("GET", "/api/v1/user-groups", user_groups.list_groups, "users:read"),
+    Route("GET", "/api/v1/user-groups/{name}", user_groups.get_group, "users:read"),
+    Route("PUT", "/api/v1/user-groups/{name}", user_groups.put_group, "users:write"),
+    Route("DELETE", "/api/v1/user-groups/{name}", user_groups.delete_group, "users:write"),
+    Route("GET", "/api/v1/auditlog", auditlog.list_auditlog, "auditlog:read"),
 )
 
 
-def build_api(ctx: ApiContext, authenticator: Authenticator) -> web.Application:
+def build_api(ctx: ApiContext, authenticator: Authenticator, store: Store) -> web.Application:
+    """Middlewares, outermost first: errors, 405s, who is calling, admission, the body, the
+    audit of writes (it sees refusals too), then the route's permission (before any handler
+    looks anything up)."""
     api = ctx.config.api
     app = web.Application(client_max_size=api.max_request_bytes,
                           middlewares=[error_middleware, route_errors_first, auth.auth_middleware,
-                                       data_plane_first,
-                                       bodies.bounded_body])
+                                       data_plane_first, bodies.bounded_body,
+                                       auditlog.audit_middleware, authorize_middleware])
     app[CONTEXT] = ctx
     app[AUTHENTICATOR] = authenticator
     app[clients.LISTINGS] = clients.ListingCache(api.listing_cache_bytes)
     app[ADMISSION] = FairAdmission(ctx.traffic, api.rate_while_tunnels_busy)
+    _permissions_and_audit(app, ctx, store)
+    permissions: dict[web.AbstractRoute, str] = {}
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        permissions[app.router.add_route(route.method, route.path, route.handler)] = \
+            route.permission
     if ctx.config.api.doc_root:
-        app.router.add_get("/{path:.*}", static_files(Path(ctx.config.api.doc_root)))
+        files = app.router.add_get("/{path:.*}", static_files(Path(ctx.config.api.doc_root)))
+        permissions.update({route: "public" for route in files.resource or ()})
+    app[ROUTE_PERMISSIONS] = permissions
     return app
+
+
+def _permissions_and_audit(app: web.Application, ctx: ApiContext, store: Store) -> None:
+    api, multi_tenancy = ctx.config.api, ctx.config.server.multi_tenancy
+    app[GRANTS] = Grants(store)
+    app[user_groups.GRANT_ADMIN] = GrantAdmin(store)
+    app[users.USER_ADMIN] = (UserAdmin(store, api.auth_user_table, api.auth_group_table,
+                                       multi_tenancy) if api.auth_user_table else None)
+    app[auditlog.AUDIT] = AuditLog(store)
+    app.cleanup_ctx.append(_audit_writer)
+
+
+async def _audit_writer(app: web.Application) -> AsyncIterator[None]:
+    """The audit log's writer task, owned by the app: flushed (bounded) and cancelled at
+    shutdown."""
+    audit = app[auditlog.AUDIT]
+    task = asyncio.create_task(audit.run(), name="audit-writer")
+    try:
+        yield
+    finally:
+        await audit.flush(AUDIT_FLUSH_SECONDS)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def static_files(root: Path) -> Handler:

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..auth.personal_tokens import PersonalToken, PersonalTokens, is_personal
 from ..auth.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, TokenClaims, TokenIssuer
 from ..auth.users import User, UserSource
 from ..errors import BadRequest, Unauthorized
 from ..tenancy import Scope
 
 __all__ = ["Caller", "Authenticator", "CALLER", "AUTHENTICATOR", "auth_middleware", "login_get",
-           "login_post", "login_delete", "me"]
+           "login_post", "login_delete"]
 
 log = logging.getLogger("rportd.api")
 
@@ -37,18 +38,22 @@ class Caller:
     user: User
     scope: Scope
     token: TokenClaims | None = None
+    personal: PersonalToken | None = None  # a personal token (`/me/tokens`): scoped
 
 
 class Authenticator:
     """Turns credentials into a Caller; shared by the middleware and POST /login."""
 
-    def __init__(self, users: UserSource | None, tokens: TokenIssuer, multi_tenancy: bool):
+    def __init__(self, users: UserSource | None, tokens: TokenIssuer, multi_tenancy: bool,
+                 personal: PersonalTokens | None = None):
         self.users = users
         self.tokens = tokens
+        self.personal = personal
         self._multi_tenancy = multi_tenancy
 
-    def _caller(self, user: User, token: TokenClaims | None = None) -> Caller:
-        return Caller(user, Scope.for_user(self._multi_tenancy, user.tenant), token)
+    def _caller(self, user: User, token: TokenClaims | None = None,
+                personal: PersonalToken | None = None) -> Caller:
+        return Caller(user, Scope.for_user(self._multi_tenancy, user.tenant), token, personal)
 
     async def with_password(self, username: str, password: str, address: str) -> Caller:
         """LoginRefused (429) or PoolBusy (503) from the auth layer pass through."""
@@ -59,6 +64,8 @@ class Authenticator:
         return self._caller(user)
 
     async def with_token(self, token: str) -> Caller:
+        if is_personal(token):
+            return await self.with_personal_token(token)
         claims = self.tokens.verify(token)
         user = await self.users.get(claims.username) if self.users else None
         if user is None or not self.tokens.bound_to(claims, user.tenant, user.username,
@@ -66,6 +73,26 @@ class Authenticator:
             # removed, re-created, moved or with a new password since the token was issued
             raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
         return self._caller(user, claims)
+
+    async def with_personal_token(self, text: str) -> Caller:
+        """Bound to the owner's tenant and account generation; expiry checked after the secret,
+        so only the holder of a token learns that it expired."""
+        if self.personal is None or self.users is None:
+            raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
+        token, secret, stored = await self.personal.find(text)
+        user = await self.users.get(token.username)
+        account = (self.tokens.account(user.tenant, user.username, user.password)
+                   if user is not None and user.tenant == token.tenant else "")
+        if user is None or not account or not self.personal.matches(secret, account, stored):
+            raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
+        if self.personal.expired(token):
+            raise Unauthorized("token expired", code="ERR_CODE_TOKEN_EXPIRED")
+        return self._caller(user, personal=token)
+
+    def personal_store(self) -> PersonalTokens:
+        if self.personal is None:
+            raise Unauthorized("personal tokens need a database", code="ERR_CODE_INVALID_TOKEN")
+        return self.personal
 
     def issue_token(self, user: User, lifetime: int) -> str:
         account = self.tokens.account(user.tenant, user.username, user.password)
@@ -123,7 +150,7 @@ def _token_response(request: web.Request, caller: Caller, lifetime: int) -> web.
 async def login_get(request: web.Request) -> web.Response:
     """GET /login with basic auth: a token for `token-lifetime` seconds (default 600)."""
     caller = request[CALLER]
-    if caller.token is not None:
+    if caller.token is not None or caller.personal is not None:
         raise BadRequest("log in with basic auth to get a token")
     return _token_response(request, caller, _lifetime(request.query.get("token-lifetime")))
 
@@ -156,9 +183,3 @@ async def login_delete(request: web.Request) -> web.Response:
         raise BadRequest("send the token to revoke as Authorization: Bearer <token>")
     await request.app[AUTHENTICATOR].tokens.revoke(caller.token)
     return web.Response(status=204)
-
-
-async def me(request: web.Request) -> web.Response:
-    user = request[CALLER].user
-    return web.json_response({"data": {"username": user.username, "groups": list(user.groups),
-                                       "tenant": user.tenant}})

@@ -11,7 +11,7 @@ from aiohttp import web
 from ..errors import BadRequest, RportdError
 from .context import CONTEXT
 
-__all__ = ["bounded_body", "json_depth", "MAX_JSON_DEPTH", "RequestTimeout",
+__all__ = ["bounded_body", "json_object", "json_depth", "MAX_JSON_DEPTH", "RequestTimeout",
            "UnsupportedMediaType", "ACCEPTED_TYPES"]
 
 log = logging.getLogger("rportd.api")
@@ -87,3 +87,15 @@ async def bounded_body(request: web.Request, handler: Handler) -> web.StreamResp
             raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels",
                              code="ERR_CODE_INVALID_JSON")
     return await handler(request)
+
+
+async def json_object(request: web.Request, shape: str) -> dict[str, object]:
+    """The body as a JSON object; BadRequest showing `shape` otherwise."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest(f"the body must be JSON: {shape}", code="ERR_CODE_INVALID_JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body must be a JSON object: {shape}",
+                         code="ERR_CODE_INVALID_JSON")
+    return body

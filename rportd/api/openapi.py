@@ -7,7 +7,7 @@ from typing import Any
 from .. import __version__
 from ..auth.tokens import MAX_LIFETIME
 
-__all__ = ["openapi_spec"]
+__all__ = ["openapi_spec", "classified"]
 
 _ERROR = {"description": "Error", "content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/Errors"}}}}
@@ -129,6 +129,88 @@ def _credential_paths() -> dict[str, Any]:
     }
 
 
+_PERMISSION_NAMES = {"type": "array", "maxItems": 64, "items": {
+    "type": "string", "pattern": "^(\\*|(\\*|[a-z-]+):(\\*|read|write))$"}}
+_GROUPS = {"type": "array", "maxItems": 32, "items": {"type": "string", "minLength": 1,
+                                                      "maxLength": 150}}
+
+
+def _user_paths() -> dict[str, Any]:
+    new = {"type": "object", "required": ["username", "password"], "properties": {
+        "username": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,150}$"},
+        "password": {"type": "string", "minLength": 8, "maxLength": 128}, "groups": _GROUPS}}
+    change = {"type": "object", "properties": {
+        "password": {"type": "string", "minLength": 8, "maxLength": 128}, "groups": _GROUPS}}
+    username, group = _path("username"), _path("name")
+    edit = ("400", "403", "404", "405", *_AUTHED)
+
+    def update(op_id: str) -> dict[str, Any]:
+        return _op(op_id, "Change a user's password and/or groups", ok="204",
+                   params=[username], errors=edit, body=_json(change))
+
+    return {
+        "/api/v1/users": {
+            "get": _op("listUsers", "API users of the caller's tenant (never passwords)",
+                       errors=("403", *_AUTHED)),
+            "post": _op("createUser", "Create a user in the caller's tenant (the stored name "
+                                      "is prefixed with the tenant's tag)", ok="201",
+                        errors=("403", "405", "409", *_AUTHED), body=_json(new)),
+        },
+        "/api/v1/users/{username}": {
+            "put": update("updateUser"), "patch": update("patchUser"),
+            "delete": _op("deleteUser", "Delete a user (and their tokens)", ok="204",
+                          params=[username], errors=edit),
+        },
+        "/api/v1/user-groups": {"get": _op(
+            "listUserGroups", "Groups of the caller's tenant and their permissions",
+            errors=("403", *_AUTHED))},
+        "/api/v1/user-groups/{name}": {
+            "get": _op("getUserGroup", "One group", params=[group],
+                       errors=("400", "403", "404", *_AUTHED)),
+            "put": _op("putUserGroup", "Grant a group permissions (replaces its grant)",
+                       params=[group], errors=("400", "403", *_AUTHED),
+                       body=_json({"type": "object", "required": ["permissions"],
+                                   "properties": {"permissions": _PERMISSION_NAMES}})),
+            "delete": _op("deleteUserGroup", "Remove a group's grant and memberships",
+                          ok="204", params=[group], errors=("400", "403", "404", *_AUTHED)),
+        },
+    }
+
+
+def _token_paths() -> dict[str, Any]:
+    new = {"type": "object", "required": ["scopes"], "properties": {
+        "name": {"type": "string", "maxLength": 150},
+        "scopes": {**_PERMISSION_NAMES, "minItems": 1},
+        "lifetime": {"type": "integer", "minimum": 60, "maximum": 366 * 24 * 3600}}}
+    return {
+        "/api/v1/me/tokens": {
+            "get": _op("listTokens", "The caller's personal tokens (never secrets)",
+                       errors=("403", *_AUTHED)),
+            "post": _op("createToken", "Create a scoped personal token; the secret is shown "
+                                       "once", ok="201", errors=("403", "409", *_AUTHED),
+                        body=_json(new)),
+        },
+        "/api/v1/me/tokens/{id}": {"delete": _op(
+            "revokeToken", "Revoke one of the caller's personal tokens", ok="204",
+            params=[_path("id")], errors=("403", "404", *_AUTHED))},
+    }
+
+
+def _auditlog_paths() -> dict[str, Any]:
+    filters = [_query(f"filter[{name}]", f"exact {name}") for name in
+               ("username", "action", "target", "result")]
+    filters += [_query("filter[since]", "UTC time, e.g. 2026-12-01T19:30:00Z (inclusive)"),
+                _query("filter[until]", "UTC time (inclusive)")]
+    return {"/api/v1/auditlog": {"get": _op(
+        "listAuditLog", "Writes in the caller's tenant, newest first", errors=(
+            "400", "403", *_AUTHED), params=[
+            *filters, _query("sort", "at or -at (default)", {"type": "string",
+                                                           "enum": ["at", "-at"]}),
+            _query("page[limit]", "at most 1000, default 100",
+                   {"type": "integer", "minimum": 1, "maximum": 1000}),
+            _query("page[offset]", "skip", {"type": "integer", "minimum": 0})])}}
+
+
 def openapi_spec() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -152,10 +234,34 @@ def openapi_spec() -> dict[str, Any]:
             "/api/v1/openapi.json": {"get": _op("openapi", "This document", errors=(),
                                                 public=True)},
             **_login_paths(),
-            "/api/v1/me": {"get": _op("me", "The caller: username, groups, tenant")},
+            "/api/v1/me": {"get": _op("me", "The caller: username, groups, tenant, "
+                                            "permissions (and a personal token's scopes)")},
+            **_token_paths(),
             "/api/v1/status": {"get": _op("status",
                                           "Version, the caller's client counts, fingerprint")},
             **_client_paths(),
             **_credential_paths(),
+            **_user_paths(),
+            **_auditlog_paths(),
         },
     }
+
+
+def classified(spec: dict[str, Any], routes: list[tuple[str, str, str]],
+               resources: tuple[str, ...]) -> dict[str, Any]:
+    """Each operation's permission (`x-rportd-permission`, and 403 among its answers when it
+    names a resource), and the READ and WRITE lists (`x-rportd-permissions`), from the routes:
+    what the middleware enforces is what is served."""
+    lists: dict[str, list[str]] = {"read": [], "write": [], "public": [], "self": [],
+                                   "operator": []}
+    for method, path, permission in routes:
+        operation = spec["paths"].get(path, {}).get(method.lower())
+        if operation is None:
+            continue
+        operation["x-rportd-permission"] = permission
+        kind = permission.partition(":")[2] or permission
+        if kind in ("read", "write"):
+            operation["responses"].setdefault("403", _ERROR)
+        lists.setdefault(kind, []).append(f"{method} {path}")
+    spec["x-rportd-permissions"] = {"resources": list(resources), **lists}
+    return spec

@@ -38,6 +38,10 @@ class UserSource:
     async def get(self, username: str) -> User | None:
         raise NotImplementedError
 
+    async def all(self) -> list[User]:
+        """Every user, for read-only sources' GET /users (tables list through user_admin)."""
+        return []
+
     async def authenticate(self, username: str, password: str, address: str) -> User | None:
         """The user when the password matches; None when not or unknown (after a dummy check
         of the same cost). Raises LoginRefused (429) or PoolBusy (503) without checking."""
@@ -62,6 +66,9 @@ class SingleUser(UserSource):
 
     async def get(self, username: str) -> User | None:
         return self._user if username == self._user.username else None
+
+    async def all(self) -> list[User]:
+        return [self._user]
 
 
 def _groups(value: Any) -> tuple[str, ...]:
@@ -96,6 +103,9 @@ class FileUsers(UserSource):
 
     async def get(self, username: str) -> User | None:
         return (await self._file.current()).get(username)
+
+    async def all(self) -> list[User]:
+        return sorted((await self._file.current()).values(), key=lambda u: u.username)
 
 
 class TableUsers(UserSource):

@@ -1,0 +1,187 @@
+"""Audit of every write through the API, recorded in one middleware, and GET /auditlog.
+
+Every request other than GET/HEAD/OPTIONS by an authenticated caller becomes one entry: the
+caller, tenant, action (`METHOD /route/template`), target (the path's ids, else the created
+object's id), result (`success` or the error code), source address and time. Bodies are never
+recorded raw: only the keys in `_SAFE_KEYS` (names, ids, groups, scopes, permissions), never a
+password or a token. Recording only queues the entry (audit.py), so the answer never waits on
+the audit table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from ..audit import FILTERS, AuditEntry, AuditLog, AuditQuery
+from ..errors import BadRequest, RportdError
+from ..tenancy import Scope
+from .auth import CALLER
+
+__all__ = ["AUDIT", "audit_middleware", "list_auditlog", "audit_listing", "MAX_PAGE"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
+MAX_PAGE = 1000
+_READS = ("GET", "HEAD", "OPTIONS")
+_SAFE_KEYS = ("id", "username", "name", "groups", "scopes", "permissions", "lifetime",
+              "remote", "local", "scheme", "force")
+_SECRET_WORDS = ("password", "token", "secret", "key", "auth")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,6})?)?Z?)?$")
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, str):
+        return value[:200]
+    if isinstance(value, list):
+        return [_safe(v) for v in value[:64] if isinstance(v, str | int | float | bool)]
+    return None
+
+
+def _body_fields(raw: bytes, content_type: str) -> dict[str, Any]:
+    try:
+        if "json" in content_type:
+            data = json.loads(raw)
+        else:
+            data = dict(parse_qsl(raw.decode("utf-8", "replace")))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: _safe(data[k]) for k in _SAFE_KEYS if k in data}
+
+
+def _query_fields(request: web.Request) -> dict[str, Any]:
+    return {k: v[:200] for k, v in request.query.items()
+            if not any(word in k.lower() for word in _SECRET_WORDS)}
+
+
+async def _details(request: web.Request) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    query = _query_fields(request)
+    if query:
+        details["query"] = query
+    # bounded_body (inside this middleware) has read the body already: this is its cache
+    if request.body_exists and request.content_type != "application/octet-stream":
+        body = _body_fields(await request.read(), request.content_type)
+        if body:
+            details["body"] = body
+    return details
+
+
+def _created_id(response: web.StreamResponse) -> str:
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        return ""
+    try:
+        data = json.loads(response.body).get("data")
+    except (ValueError, AttributeError):
+        return ""
+    if isinstance(data, dict):
+        for key in ("id", "username", "name"):
+            if isinstance(data.get(key), str | int):
+                return str(data[key])
+    return ""
+
+
+def _target(request: web.Request, details: dict[str, Any]) -> str:
+    ids = [v for k, v in request.match_info.items()]
+    if ids:
+        return "/".join(ids)
+    body = details.get("body", {})
+    for key in ("id", "username", "name"):
+        if isinstance(body.get(key), str):
+            return str(body[key])
+    return ""
+
+
+def _action(request: web.Request) -> str:
+    info = request.match_info
+    template = info.route.resource.canonical if info.route.resource else request.path
+    return f"{request.method} {template}"
+
+
+async def _record(request: web.Request, result: str, created: str) -> None:
+    caller = request.get(CALLER)
+    if caller is None:  # strangers' attempts are not the tenant's history
+        return
+    details = await _details(request)
+    if caller.personal is not None:
+        details["token_id"] = caller.personal.id
+    request.app[AUDIT].record(AuditEntry(
+        tenant=caller.scope.tenant or "", username=caller.user.username, action=_action(request),
+        target=_target(request, details) or created, result=result,
+        source=request.remote or "", details=details))
+
+
+def _result_of(exc: BaseException) -> str:
+    if isinstance(exc, RportdError):
+        return exc.code
+    if isinstance(exc, web.HTTPException):
+        return f"ERR_CODE_HTTP_{exc.status}"
+    return "ERR_CODE_INTERNAL"
+
+
+@web.middleware
+async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method in _READS or not request.path.startswith("/api/") \
+            or request.match_info.http_exception is not None:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            await _record(request, _result_of(exc), "")
+        raise
+    result = "success" if response.status < 400 else f"ERR_CODE_HTTP_{response.status}"
+    await _record(request, result, _created_id(response))
+    return response
+
+
+def _number(request: web.Request, name: str, default: int, top: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > top:
+        raise BadRequest(f"{name} must be a whole number up to {top}",
+                         code="ERR_CODE_INVALID_REQUEST")
+    return int(raw)
+
+
+def _query(request: web.Request) -> AuditQuery:
+    filters: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key.startswith("filter[") and key.endswith("]"):
+            name = key[7:-1]
+            if name not in FILTERS:
+                raise BadRequest(f"cannot filter by {name!r}; use one of {', '.join(FILTERS)}",
+                                 code="ERR_CODE_INVALID_FILTER")
+            if name in ("since", "until") and not _TIME.match(value):
+                raise BadRequest(f"filter[{name}] must be a UTC time like "
+                                 "2026-12-01T19:30:00Z", code="ERR_CODE_INVALID_FILTER")
+            filters[name] = value[:255]
+    sort = request.query.get("sort", "-at")
+    if sort not in ("at", "-at"):
+        raise BadRequest("sort must be at or -at", code="ERR_CODE_INVALID_REQUEST")
+    limit = _number(request, "page[limit]", 100, MAX_PAGE)
+    if limit < 1:
+        raise BadRequest(f"page[limit] must be 1..{MAX_PAGE}", code="ERR_CODE_INVALID_REQUEST")
+    return AuditQuery(filters, limit, _number(request, "page[offset]", 0, 10**9),
+                      sort == "-at")
+
+
+async def audit_listing(request: web.Request, scope: Scope) -> web.Response:
+    """The listing for any scope: `Scope(None)` is every tenant (the operator's view)."""
+    entries, total = await request.app[AUDIT].entries(scope, _query(request))
+    return web.json_response({"data": entries, "meta": {"count": total}})
+
+
+async def list_auditlog(request: web.Request) -> web.Response:
+    """GET /auditlog: the caller's tenant only."""
+    return await audit_listing(request, request[CALLER].scope)
