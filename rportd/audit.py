@@ -64,7 +64,7 @@ class AuditQuery:
 
 def _entry_json(row: tuple[Any, ...]) -> dict[str, Any]:
     try:
-        details = json.loads(str(row[9]))
+        details = json.loads(str(row[8]))
     except ValueError:
         details = {}
     return {"id": int(row[0]), "tenant": str(row[1]), "username": str(row[2]),

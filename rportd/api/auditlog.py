@@ -90,10 +90,13 @@ def _created_id(response: web.StreamResponse) -> str:
     return ""
 
 
-def _target(request: web.Request, details: dict[str, Any]) -> str:
-    ids = [v for k, v in request.match_info.items()]
+def _target(request: web.Request, details: dict[str, Any], created: str) -> str:
+    """The path's ids, else the id the answer shows (a created object), else the body's."""
+    ids = list(request.match_info.values())
     if ids:
         return "/".join(ids)
+    if created:
+        return created
     body = details.get("body", {})
     for key in ("id", "username", "name"):
         if isinstance(body.get(key), str):
@@ -116,7 +119,7 @@ async def _record(request: web.Request, result: str, created: str) -> None:
         details["token_id"] = caller.personal.id
     request.app[AUDIT].record(AuditEntry(
         tenant=caller.scope.tenant or "", username=caller.user.username, action=_action(request),
-        target=_target(request, details) or created, result=result,
+        target=_target(request, details, created), result=result,
         source=request.remote or "", details=details))
 
 

@@ -8,9 +8,11 @@ Who holds what (one rule, `Grants.of`):
 - a member of `Administrators` holds every permission;
 - in a tenant that has at least one `group_permissions` row, everyone else holds the union of
   their groups' grants (nothing when none of their groups is granted anything);
-- otherwise (multi_tenancy off, or a tenant that has granted nothing yet) rport's behaviour:
+- otherwise (a tenant that has granted nothing yet) rport's behaviour:
   every user may do everything except manage users and read the audit log, which rport keeps to
   `Administrators` too (`LEGACY`).
+Without multi_tenancy the whole server is one tenant whose key is '' (so by default, with no
+grants, rport's behaviour is unchanged).
 """
 
 from __future__ import annotations
@@ -115,9 +117,7 @@ class Grants:
         groups = tuple(groups)
         if ADMINISTRATORS in groups:
             return ALL
-        if scope.tenant is None:
-            return LEGACY
-        granted = await self.of_tenant(scope.tenant)
+        granted = await self.of_tenant(scope.tenant or "")  # no tenancy: the '' rows
         if not granted:
             return LEGACY
         return names(n for g in groups for n in granted.get(g, ()))
