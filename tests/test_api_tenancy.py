@@ -237,3 +237,64 @@ def test_removed_users_token_stops_working(world: World) -> None:
     refused = world.request("GET", "/api/v1/clients", token=token)
     assert refused.status == 401
     assert refused.json()["errors"][0]["code"] == "ERR_CODE_INVALID_TOKEN"
+
+
+# ---------------------------------------------------------------- users, groups, tokens, audit
+
+
+def test_other_tenants_user_answers_like_a_missing_one(world: World) -> None:
+    change = b'{"password": "another-password"}'
+    for method in ("PUT", "PATCH"):
+        same_as_missing(world, method, "/api/v1/users/gina", "/api/v1/users/none", body=change)
+    same_as_missing(world, "DELETE", "/api/v1/users/gina", "/api/v1/users/none")
+    assert world.request("GET", "/api/v1/me", "gina").status == 200  # untouched
+    names = {u["username"] for u in world.request("GET", "/api/v1/users", "alice").json()["data"]}
+    assert "alice" in names and not {"gina", "nobody"} & names
+    # a name another tenant holds can be created: it lands in the caller's namespace
+    made = world.request("POST", "/api/v1/users", "alice",
+                         body=b'{"username": "gina", "password": "gina-in-j-pw"}')
+    assert made.status == 201 and made.json()["data"]["username"] == tenant_tag("J") + "_gina"
+    assert world.request("DELETE", f"/api/v1/users/{tenant_tag('J')}_gina", "alice").status == 204
+
+
+def test_other_tenants_group_answers_like_a_missing_one(world: World) -> None:
+    same_as_missing(world, "GET", "/api/v1/user-groups/ops", "/api/v1/user-groups/none")
+    same_as_missing(world, "DELETE", "/api/v1/user-groups/ops", "/api/v1/user-groups/none")
+    listed = {g["name"] for g in world.request("GET", "/api/v1/user-groups", "alice").json()["data"]}
+    assert "ops" not in listed and "Sneaky" not in listed
+    # J's own `ops` is another group: granting and deleting it leaves the other tenant's alone
+    assert world.request("PUT", "/api/v1/user-groups/ops", "alice",
+                         body=b'{"permissions": ["clients:read"]}').status == 200
+    assert world.request("DELETE", "/api/v1/user-groups/ops", "alice").status == 204
+    assert world.request("GET", "/api/v1/me", "gina").json()["data"]["groups"] == ["ops"]
+    assert world.sql("SELECT COUNT(*) FROM group_permissions")[0][0] == 0
+    for path in ("/api/v1/users", "/api/v1/user-groups"):
+        assert world.request("GET", path, "nobody").status == 403  # not an administrator
+
+
+def test_other_tenants_token_answers_like_a_missing_one(world: World) -> None:
+    made = world.request("POST", "/api/v1/me/tokens", "gina",
+                         body=b'{"scopes": ["clients:read"], "name": "g"}')
+    assert made.status == 201, made.body
+    token, token_id = made.json()["data"]["token"], made.json()["data"]["id"]
+    same_as_missing(world, "DELETE", f"/api/v1/me/tokens/{token_id}", "/api/v1/me/tokens/none")
+    assert token_id not in world.request("GET", "/api/v1/me/tokens", "alice").body.decode()
+    assert ids(world.request("GET", "/api/v1/clients", token=token).body) == ["gonly", "x"]
+    same_as_missing(world, "GET", "/api/v1/clients/jonly", "/api/v1/clients/none", user="gina")
+    assert world.request("GET", "/api/v1/clients/jonly", token=token).status == 404
+    assert world.request("DELETE", f"/api/v1/me/tokens/{token_id}", "gina").status == 204
+
+
+def test_other_tenants_audit_entries_are_invisible(world: World) -> None:
+    world.request("DELETE", "/api/v1/clients/gonly", "gina")  # connected: refused, audited
+    world.request("DELETE", "/api/v1/clients/jonly", "alice")
+    wait_for(lambda: world.request("GET", "/api/v1/auditlog?filter[username]=alice",
+                                   "alice").json()["data"], what="alice's entry")
+    theirs = world.request("GET", "/api/v1/auditlog?filter[username]=gina", "alice")
+    nobody = world.request("GET", "/api/v1/auditlog?filter[username]=none", "alice")
+    assert theirs.status == nobody.status == 200 and theirs.body == nobody.body
+    entries = world.request("GET", "/api/v1/auditlog?page[limit]=1000", "alice").json()["data"]
+    assert entries and all(e["tenant"] == "J" for e in entries)
+    theirs = wait_for(lambda: world.sql("SELECT tenant FROM audit_log WHERE username = ?",
+                                        ("gina",)), what="gina's entry")
+    assert all(row[0] == world.other for row in theirs)
