@@ -323,7 +323,7 @@ def test_user_groups_crud(world: World) -> None:
     assert (gone.status, gone.error_code) == (404, "ERR_CODE_USER_GROUP_NOT_FOUND")
     fixed = world.request("PUT", "/api/v1/user-groups/Administrators", "alice",
                           body=body({"permissions": []}))
-    assert (fixed.status, fixed.error_code) == (400, "ERR_CODE_USER_GROUP_FIXED")
+    assert (fixed.status, fixed.error_code) == (403, "ERR_CODE_USER_GROUP_FIXED")
     for bad in ({"permissions": ["root"]}, {"permissions": "*"}, {}):
         answer = world.request("PUT", "/api/v1/user-groups/v2", "alice", body=body(bad))
         assert (answer.status, answer.error_code) == (400, "ERR_CODE_INVALID_PERMISSION")

@@ -32,7 +32,7 @@ _READS = ("GET", "HEAD", "OPTIONS")
 _SAFE_KEYS = ("id", "username", "name", "groups", "scopes", "permissions", "lifetime",
               "remote", "local", "scheme", "force")
 _SECRET_WORDS = ("password", "token", "secret", "key", "auth")
-_TIME = re.compile(r"^\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,6})?)?Z?)?$")
+_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?Z?)?$")
 
 
 def _safe(value: Any) -> Any:
@@ -162,6 +162,8 @@ def _query(request: web.Request) -> AuditQuery:
     for key, value in request.query.items():
         if key.startswith("filter[") and key.endswith("]"):
             name = key[7:-1]
+            if name in FILTERS and not value:
+                continue  # an empty filter filters nothing
             if name not in FILTERS:
                 raise BadRequest(f"cannot filter by {name!r}; use one of {', '.join(FILTERS)}",
                                  code="ERR_CODE_INVALID_FILTER")

@@ -129,10 +129,14 @@ def _credential_paths() -> dict[str, Any]:
     }
 
 
-_PERMISSION_NAMES = {"type": "array", "maxItems": 64, "items": {
-    "type": "string", "pattern": "^(\\*|(\\*|[a-z-]+):(\\*|read|write))$"}}
-_GROUPS = {"type": "array", "maxItems": 32, "items": {"type": "string", "minLength": 1,
-                                                      "maxLength": 150}}
+_RESOURCES = ("clients", "tunnels", "commands", "client-groups", "credentials", "users",
+              "auditlog", "*")
+_PERMISSION_NAMES = {"type": "array", "maxItems": 64, "items": {"type": "string", "enum": [
+    "*", *(f"{r}:{a}" for r in _RESOURCES for a in ("read", "write", "*"))]}}
+_GROUP_NAME = "^[A-Za-z0-9._@-]([A-Za-z0-9 ._@-]{0,148}[A-Za-z0-9._@-])?$"
+_TIME = "^([0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,6})?)?Z?)?)?$"
+_GROUPS = {"type": "array", "maxItems": 32, "items": {"type": "string",
+                                                      "pattern": _GROUP_NAME}}
 
 
 def _user_paths() -> dict[str, Any]:
@@ -141,7 +145,7 @@ def _user_paths() -> dict[str, Any]:
         "password": {"type": "string", "minLength": 8, "maxLength": 128}, "groups": _GROUPS}}
     change = {"type": "object", "properties": {
         "password": {"type": "string", "minLength": 8, "maxLength": 128}, "groups": _GROUPS}}
-    username, group = _path("username"), _path("name")
+    username, group = _path("username"), _path("name", _GROUP_NAME)
     edit = ("400", "403", "404", "405", *_AUTHED)
 
     def update(op_id: str) -> dict[str, Any]:
@@ -199,8 +203,9 @@ def _token_paths() -> dict[str, Any]:
 def _auditlog_paths() -> dict[str, Any]:
     filters = [_query(f"filter[{name}]", f"exact {name}") for name in
                ("username", "action", "target", "result")]
-    filters += [_query("filter[since]", "UTC time, e.g. 2026-12-01T19:30:00Z (inclusive)"),
-                _query("filter[until]", "UTC time (inclusive)")]
+    moment = {"type": "string", "pattern": _TIME}
+    filters += [_query("filter[since]", "UTC time, e.g. 2026-12-01T19:30:00Z (inclusive)",
+                       moment), _query("filter[until]", "UTC time (inclusive)", moment)]
     return {"/api/v1/auditlog": {"get": _op(
         "listAuditLog", "Writes in the caller's tenant, newest first", errors=(
             "400", "403", *_AUTHED), params=[

@@ -54,8 +54,8 @@ def _name(request: web.Request) -> str:
 
 def _not_administrators(name: str) -> None:
     if name == ADMINISTRATORS:
-        raise BadRequest("Administrators always holds every permission",
-                         code="ERR_CODE_USER_GROUP_FIXED")
+        raise Forbidden("Administrators always holds every permission; it cannot be changed",
+                        code="ERR_CODE_USER_GROUP_FIXED")
 
 
 async def list_groups(request: web.Request) -> web.Response:
