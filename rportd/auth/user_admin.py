@@ -42,6 +42,8 @@ class UserAdmin:
         return scope.tenant is None or not self._tenancy or normalize_tenant(tenant) == scope.tenant
 
     async def listing(self, scope: Scope) -> list[UserRecord]:
+        """Filtered in Python, as credential ids are: a tenant stored as ' J ' belongs to J (one
+        normalisation everywhere), which no WHERE on the raw column can express."""
         if scope.sees_nothing:
             return []
         users = await self._store.fetchall(
