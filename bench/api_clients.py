@@ -1,11 +1,14 @@
 """GET /api/v1/clients for one 100-client tenant among 10,000 registered clients.
 
     python bench/api_clients.py [--tenants 100] [--per-tenant 100] [--seconds 10] [--connections 50]
+                                [--group ops]
 
 rportd runs multi-tenant on SQLite tables (bcrypt cost 12 users); its registry is seeded with
 tenants x per-tenant clients through its own `clients` table, then loaded at start. Load comes
 from wrk (apt-get install wrk) in a second process: once with a bearer token, once with repeated
-basic auth. Prints requests/s and p50/p99 latency for each.
+basic auth, and with a personal token (`/me/tokens`, scope clients:read) where the server has
+them. Prints requests/s and p50/p99 latency for each. `--group ops` puts the users in a group
+granted `clients:read` (the permission check then reads grants) instead of `Administrators`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -28,14 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, start_rportd, stop, wait_port, workdir  # noqa: E402
 
 
-def seed(db: Path, tenants: int, per_tenant: int) -> None:
+def seed(db: Path, tenants: int, per_tenant: int, group: str) -> None:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     password = bcrypt.hashpw(b"bench-pw", bcrypt.gensalt(12)).decode()
     with sqlite3.connect(db) as conn:
         conn.executemany("INSERT INTO users (username, password, tenant) VALUES (?, ?, ?)",
                          [(f"user{t}", password, f"tenant{t}") for t in range(tenants)])
         conn.executemany("INSERT INTO groups (username, \"group\", tenant) VALUES (?, ?, ?)",
-                         [(f"user{t}", "Administrators", f"tenant{t}") for t in range(tenants)])
+                         [(f"user{t}", group, f"tenant{t}") for t in range(tenants)])
+        if group != "Administrators":
+            conn.executemany("INSERT INTO group_permissions (tenant, \"group\", permissions) "
+                             "VALUES (?, ?, ?)", [(f"tenant{t}", group, '["clients:read"]')
+                                                  for t in range(tenants)])
         rows = []
         for t in range(tenants):
             for c in range(per_tenant):
@@ -65,12 +73,25 @@ def wrk(url: str, header: str, seconds: int, connections: int) -> tuple[float, s
     return rps, p50, p99
 
 
+def _personal_token(api_port: int, basic: str) -> str:
+    """A clients:read personal token, or '' when the server has no /me/tokens."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api_port}/api/v1/me/tokens", method="POST",
+        data=b'{"scopes": ["clients:read"]}',
+        headers={"Authorization": basic, "Content-Type": "application/json"})
+    try:
+        return str(json.load(urllib.request.urlopen(request))["data"]["token"])
+    except urllib.error.HTTPError:
+        return ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--per-tenant", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--group", default="Administrators")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -98,7 +119,7 @@ log_level = "error"
     (tmp / "rportd.conf").write_text(config)
     subprocess.run([sys.executable, "-m", "rportd.cli", "migrate", "-c", str(tmp / "rportd.conf")],
                    check=True, capture_output=True)
-    seed(db, args.tenants, args.per_tenant)
+    seed(db, args.tenants, args.per_tenant, args.group)
     rportd = start_rportd(config, tmp)
     try:
         wait_port(api_port, 60)
@@ -113,8 +134,12 @@ log_level = "error"
         print(f"GET /api/v1/clients: {args.per_tenant}-client tenant among "
               f"{args.tenants * args.per_tenant} clients, {args.connections} connections, "
               f"{args.seconds}s, wrk -t1 on the same 2 cores")
-        for label, header in (("bearer token", f"Authorization: Bearer {token}"),
-                              ("basic auth  ", f"Authorization: {basic}")):
+        runs = [("bearer token", f"Authorization: Bearer {token}"),
+                ("basic auth  ", f"Authorization: {basic}")]
+        personal = _personal_token(api_port, basic)
+        if personal:
+            runs.append(("personal tok", f"Authorization: Bearer {personal}"))
+        for label, header in runs:
             rps, p50, p99 = wrk(url, header, args.seconds, args.connections)
             print(f"  {label}: {rps:8.0f} req/s   p50 {p50:>8}   p99 {p99:>8}")
     finally:

@@ -15,8 +15,10 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from .conftest import MYSQL_HOST, MYSQL_PORT, mysql_execute
 from .helpers import Response, http, write_config
 from .processes import Rportd, wait_for
+from .test_store_outage import Relay, _migrate
 
 PASSWORDS = {"admin": "admin-pw-1", "viewer": "viewer-pw-2", "plain": "plain-pw-3"}
 
@@ -149,3 +151,45 @@ def test_locked_database_neither_delays_nor_loses_the_answer(files: Server) -> N
                        what="the three refused writes in the audit log")
     assert {e["details"]["body"]["username"] for e in entries} == {"u0", "u1", "u2"}
     assert "p" * 9 not in json.dumps(entries)
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    """A relay to the real MariaDB that the test can make refuse (test_store_outage.py)."""
+    relay = Relay((MYSQL_HOST, MYSQL_PORT))
+    yield relay
+    relay.close()
+
+
+@pytest.mark.mysql
+def test_mysql_outage_keeps_the_last_grants_and_audits_afterwards(
+        tmp_path: Path, mysql_db: str, relay: Relay) -> None:
+    """File users on MariaDB: while the database refuses, what is in memory is still served
+    under the grants last read (reads pass, writes stay refused), and the refusals recorded
+    meanwhile reach the audit log once it is back."""
+    direct: dict[str, object] = {"db_type": "mysql", "db_host": f"{MYSQL_HOST}:{MYSQL_PORT}",
+                                 "db_user": "root", "db_name": mysql_db}
+    _migrate(tmp_path, direct)
+    mysql_execute(mysql_db, "INSERT INTO group_permissions (tenant, `group`, permissions) "
+                            "VALUES ('', 'viewers', '[\"*:read\"]')")
+    (tmp_path / "users.json").write_text(json.dumps([
+        {"username": "admin", "password": _hash(PASSWORDS["admin"]), "groups": ["Administrators"]},
+        {"username": "viewer", "password": _hash(PASSWORDS["viewer"]), "groups": ["viewers"]}]))
+    rportd = Rportd(tmp_path, {
+        "server": {"auth": "c1:secret"}, "api": {"auth_file": str(tmp_path / "users.json")},
+        "database": {**direct, "db_host": f"127.0.0.1:{relay.port}", "db_timeout": "2s"}}
+    ).start()
+    server = Server(rportd, tmp_path)
+    try:
+        assert server.call("GET", "/api/v1/clients", "viewer").status == 200
+        relay.set("refuse")
+        assert server.call("GET", "/api/v1/clients", "viewer").status == 200
+        refused = server.call("DELETE", "/api/v1/clients/a1", "viewer")
+        assert (refused.status, refused.error_code) == (403, "ERR_CODE_FORBIDDEN")
+        relay.set("forward")
+        wait_for(lambda: server.call("GET", "/api/v1/auditlog?filter[username]=viewer",
+                                     "admin").json().get("data"), timeout=15,
+                 what="the refusal written once the database is back")
+    finally:
+        rportd.stop()
+    assert "Traceback" not in rportd.log_text()

@@ -298,3 +298,14 @@ def test_other_tenants_audit_entries_are_invisible(world: World) -> None:
     theirs = wait_for(lambda: world.sql("SELECT tenant FROM audit_log WHERE username = ?",
                                         ("gina",)), what="gina's entry")
     assert all(row[0] == world.other for row in theirs)
+
+
+def test_personal_token_works_only_in_its_owners_tenant(world: World) -> None:
+    token = world.request("POST", "/api/v1/me/tokens", "gina",
+                          body=b'{"scopes": ["*"]}').json()["data"]["token"]
+    world.sql("UPDATE users SET tenant = ? WHERE username = ?", ("J", "gina"))
+    try:
+        refused = world.request("GET", "/api/v1/clients", token=token)
+        assert refused.status == 401 and refused.error_code == "ERR_CODE_INVALID_TOKEN"
+    finally:
+        world.sql("UPDATE users SET tenant = ? WHERE username = ?", (world.other, "gina"))

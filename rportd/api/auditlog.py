@@ -23,10 +23,14 @@ from ..errors import BadRequest, RportdError
 from ..tenancy import Scope
 from .auth import CALLER
 
-__all__ = ["AUDIT", "audit_middleware", "list_auditlog", "audit_listing", "MAX_PAGE"]
+__all__ = ["AUDIT", "ACTOR", "audit_middleware", "list_auditlog", "list_all_auditlog",
+           "audit_listing", "MAX_PAGE"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
+# (tenant, name) of a caller that is not a tenant's user, e.g. ("", "operator"): whoever
+# authenticates such callers sets it, and their writes are audited like everyone's.
+ACTOR: web.RequestKey[tuple[str, str]] = web.RequestKey("audit_actor")
 MAX_PAGE = 1000
 _READS = ("GET", "HEAD", "OPTIONS")
 _SAFE_KEYS = ("id", "username", "name", "groups", "scopes", "permissions", "lifetime",
@@ -110,15 +114,23 @@ def _action(request: web.Request) -> str:
     return f"{request.method} {template}"
 
 
-async def _record(request: web.Request, result: str, created: str) -> None:
+def _who(request: web.Request) -> tuple[str, str] | None:
     caller = request.get(CALLER)
-    if caller is None:  # strangers' attempts are not the tenant's history
+    if caller is not None:
+        return caller.scope.tenant or "", caller.user.username
+    return request.get(ACTOR)  # None: a stranger's attempts are nobody's history
+
+
+async def _record(request: web.Request, result: str, created: str) -> None:
+    who = _who(request)
+    if who is None:
         return
     details = await _details(request)
-    if caller.personal is not None:
+    caller = request.get(CALLER)
+    if caller is not None and caller.personal is not None:
         details["token_id"] = caller.personal.id
     request.app[AUDIT].record(AuditEntry(
-        tenant=caller.scope.tenant or "", username=caller.user.username, action=_action(request),
+        tenant=who[0], username=who[1], action=_action(request),
         target=_target(request, details, created), result=result,
         source=request.remote or "", details=details))
 
@@ -157,15 +169,15 @@ def _number(request: web.Request, name: str, default: int, top: int) -> int:
     return int(raw)
 
 
-def _query(request: web.Request) -> AuditQuery:
+def _query(request: web.Request, allowed: tuple[str, ...] = FILTERS) -> AuditQuery:
     filters: dict[str, str] = {}
     for key, value in request.query.items():
         if key.startswith("filter[") and key.endswith("]"):
             name = key[7:-1]
-            if name in FILTERS and not value:
+            if name in allowed and not value:
                 continue  # an empty filter filters nothing
-            if name not in FILTERS:
-                raise BadRequest(f"cannot filter by {name!r}; use one of {', '.join(FILTERS)}",
+            if name not in allowed:
+                raise BadRequest(f"cannot filter by {name!r}; use one of {', '.join(allowed)}",
                                  code="ERR_CODE_INVALID_FILTER")
             if name in ("since", "until") and not _TIME.match(value):
                 raise BadRequest(f"filter[{name}] must be a UTC time like "
@@ -181,12 +193,19 @@ def _query(request: web.Request) -> AuditQuery:
                       sort == "-at")
 
 
-async def audit_listing(request: web.Request, scope: Scope) -> web.Response:
+async def audit_listing(request: web.Request, scope: Scope,
+                        allowed: tuple[str, ...] = FILTERS) -> web.Response:
     """The listing for any scope: `Scope(None)` is every tenant (the operator's view)."""
-    entries, total = await request.app[AUDIT].entries(scope, _query(request))
+    entries, total = await request.app[AUDIT].entries(scope, _query(request, allowed))
     return web.json_response({"data": entries, "meta": {"count": total}})
 
 
 async def list_auditlog(request: web.Request) -> web.Response:
     """GET /auditlog: the caller's tenant only."""
     return await audit_listing(request, request[CALLER].scope)
+
+
+async def list_all_auditlog(request: web.Request) -> web.Response:
+    """Every tenant's entries, `filter[tenant]` too: for the operator only. Not routed here: the
+    operator's authentication (issue 10, tenants) routes it with permission `operator`."""
+    return await audit_listing(request, Scope(None), (*FILTERS, "tenant"))

@@ -74,15 +74,18 @@ class Authenticator:
             raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
         return self._caller(user, claims)
 
-    async def with_personal_token(self, text: str) -> Caller:
-        """Bound to the owner's tenant and account generation; expiry checked after the secret,
-        so only the holder of a token learns that it expired."""
+    async def with_personal_token(self, text: str, tenant: str | None = None) -> Caller:
+        """Bound to the owner's tenant and account generation (and to `tenant`, the tenant the
+        request's Host names, when given); expiry checked after the secret, so only the holder
+        of a token learns that it expired."""
         if self.personal is None or self.users is None:
             raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
         token, secret, stored = await self.personal.find(text)
         user = await self.users.get(token.username)
+        bound = user is not None and user.tenant == token.tenant and \
+            (tenant is None or user.tenant == tenant)
         account = (self.tokens.account(user.tenant, user.username, user.password)
-                   if user is not None and user.tenant == token.tenant else "")
+                   if user is not None and bound else "")
         if user is None or not account or not self.personal.matches(secret, account, stored):
             raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
         if self.personal.expired(token):

@@ -75,8 +75,9 @@ async def authorize_middleware(request: web.Request, handler: Handler) -> web.St
     permission = route_permission(request)
     if permission is None or permission in FREE_KINDS:
         return await handler(request)
-    if not permission:
-        raise Forbidden("this route names no permission", code="ERR_CODE_FORBIDDEN")
+    if not permission or CALLER not in request:
+        # no permission named, or not a tenant's user (the operator key reaches no tenant route)
+        raise Forbidden("this route is not yours to call", code="ERR_CODE_FORBIDDEN")
     if permission not in (await held(request)).effective:
         raise Forbidden(f"your permissions do not include {permission}",
                         code="ERR_CODE_FORBIDDEN")

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import BadRequest
+from ..errors import BadRequest, DatabaseUnavailable
 from ..store import Store
 from ..tenancy import Scope, same_identity
 
@@ -84,11 +84,15 @@ def _decode(raw: Any) -> tuple[str, ...]:
 
 class Grants:
     """The `group_permissions` of each tenant, read per request (one indexed query), so a
-    changed grant takes effect at once; served from memory on SQLite while nothing committed."""
+    changed grant takes effect at once; served from memory on SQLite while nothing committed.
+    While the database does not answer, the last grants read are used (a change made meanwhile
+    could not be read anyway), so what is served from memory (clients, tunnels) stays served;
+    a tenant never read fails closed (503)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._cache: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._last: dict[str, dict[str, tuple[str, ...]]] = {}
         self._version: int | None = None
         q = store.quote
         self._select = (f"SELECT {q('tenant')}, {q('group')}, {q('permissions')} FROM "
@@ -102,8 +106,15 @@ class Grants:
             self._version = version
         elif tenant in self._cache:
             return self._cache[tenant]
-        rows = await self._store.fetchall(self._select, (tenant,))
+        try:
+            rows = await self._store.fetchall(self._select, (tenant,))
+        except DatabaseUnavailable:
+            if tenant in self._last:
+                return self._last[tenant]
+            raise
         found = {str(row[1]): _decode(row[2]) for row in rows if same_identity(row[0], tenant)}
+        if len(self._last) < 10_000 or tenant in self._last:
+            self._last[tenant] = found
         if version is not None and len(self._cache) < 10_000:
             self._cache[tenant] = found
         return found

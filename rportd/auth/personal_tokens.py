@@ -85,6 +85,8 @@ class PersonalTokens:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._rows: dict[str, tuple[object, ...] | None] = {}
+        self._version: int | None = None
         self._eq_tenant = exact_equals(store, "tenant")
         self._eq_username = exact_equals(store, "username")
 
@@ -125,12 +127,26 @@ class PersonalTokens:
         match = _FORMAT.match(text)
         if not match:
             raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
-        row = await self._store.fetchone(f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?",
-                                         (match.group(1),))
+        row = await self._row(match.group(1))
         if row is None or not same_identity(row[0], match.group(1)):
             raise Unauthorized("invalid token", code="ERR_CODE_INVALID_TOKEN")
         token = _token(row)
         return token, match.group(2), str(row[4])
+
+    async def _row(self, token_id: str) -> tuple[object, ...] | None:
+        """By primary key; served from memory while the database reports no commit since
+        (SQLite's data_version: a revocation, a removed user, any write drops the cache)."""
+        version = self._store.data_version()
+        if version is None or version != self._version:
+            self._rows.clear()
+            self._version = version
+        elif token_id in self._rows:
+            return self._rows[token_id]
+        row = await self._store.fetchone(f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?",
+                                         (token_id,))
+        if version is not None and len(self._rows) < 10_000:
+            self._rows[token_id] = row
+        return row
 
     @staticmethod
     def matches(secret: str, account: str, stored_hash: str) -> bool:
