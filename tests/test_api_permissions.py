@@ -393,6 +393,21 @@ def test_every_write_is_audited_without_secrets(world: World) -> None:
     world.request("DELETE", f"/api/v1/users/{dave['target']}", "alice")
 
 
+def test_each_write_route_leaves_an_entry(world: World) -> None:
+    # POST /login authenticates nobody in advance: logins are not entries (the log has failures)
+    writes = [r for r in ROUTES if r.method != "GET" and r.permission != "public"
+              and (r.method, r.path) != ("POST", "/api/v1/login")]
+    for route in writes:
+        world.request(route.method, concrete(route.path), "audrey", body=b'{"password": "pw-1"}')
+
+    def actions() -> set[str]:
+        return {e["action"] for e in _entries(world, "alice", "&filter[username]=audrey")}
+
+    expected = {f"{r.method} {r.path}" for r in writes}
+    wait_for(lambda: expected <= actions(), what=lambda: f"{expected - actions()} audited")
+    assert "pw-1" not in json.dumps(_entries(world, "alice", "&filter[username]=audrey"))
+
+
 def test_auditlog_filters_pages_and_tenants(world: World) -> None:
     world.request("DELETE", "/api/v1/clients/gonly", "gina")  # connected: refused, but audited
     wait_for(lambda: _entries(world, "gadmin", "&filter[username]=gina"), what="gina's entry")
