@@ -162,6 +162,8 @@ def test_personal_tokens_cannot_mint_tokens_or_log_in(world: World) -> None:
         answer = world.request(method, path, token=token, body=body({"scopes": ["*"]}))
         assert answer.error_code == "ERR_CODE_FORBIDDEN"
     assert world.request("GET", "/api/v1/login", token=token).status == 400
+    assert world.request("DELETE", "/api/v1/login", token=token).status == 400
+    assert world.request("GET", "/api/v1/me", token=token).status == 200  # still valid
 
 
 def test_token_revoked_expired_or_owner_removed(world: World) -> None:

@@ -182,6 +182,8 @@ async def login_post(request: web.Request) -> web.Response:
 async def login_delete(request: web.Request) -> web.Response:
     """DELETE /login: revoke the bearer token this request carries."""
     caller = request[CALLER]
+    if caller.personal is not None:
+        raise BadRequest("revoke a personal token with DELETE /api/v1/me/tokens/{id}")
     if caller.token is None:
         raise BadRequest("send the token to revoke as Authorization: Bearer <token>")
     await request.app[AUTHENTICATOR].tokens.revoke(caller.token)
