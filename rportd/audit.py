@@ -118,6 +118,9 @@ class AuditLog:
         except StoreError as exc:
             log.warning("writing %d audit entries failed: %s; retrying", len(batch), exc)
             return False
+        except Exception:  # not the database: retrying the same batch would fail forever
+            log.exception("audit entries dropped: %d", len(batch))
+            self.dropped += len(batch)
         for _ in batch:
             self._queue.popleft()
         return True
