@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..auth.passwords import hash_password, is_bcrypt
+from passlib.hash import bcrypt as _bcrypt
+
+from ..auth.passwords import bcrypt_input, hash_password, is_bcrypt
 from ..config import Config
 from ..errors import TransferRefused
 from ..store import Store
@@ -104,8 +106,19 @@ def _describe(spec: TenantTable, row: Record) -> str:
 
 
 class _Importer:
-    def __init__(self, places: dict[str, Place], tenant: str, plan: Plan, progress: Progress):
+    def __init__(self, places: dict[str, Place], tenant: str, plan: Plan, progress: Progress,
+                 plaintext: dict[str, str]):
         self.places, self.tenant, self.plan, self.progress = places, tenant, plan, progress
+        self.plaintext = plaintext  # credentials hashed for this import: id -> plaintext
+
+    async def _exact(self, spec: TenantTable, owner: str, stored: Record, row: Record) -> bool:
+        if owner != self.tenant or any(stored.get(k) != row.get(k) for k in spec.keys):
+            return False
+        if _same(spec, stored, row, set(row)):
+            return True
+        plain = self.plaintext.get(str(row.get("id"))) if spec.kind == "credentials" else None
+        return (plain is not None and _same(spec, stored, row, set(row) - {"password"})
+                and await asyncio.to_thread(_verifies, plain, stored.get("password")))
 
     def _conflict(self, spec: TenantTable, row: Record, owner: str) -> None:
         where = "another tenant" if owner != self.tenant else "this tenant, with other values"
@@ -117,8 +130,7 @@ class _Importer:
     async def row(self, tx: Transaction, spec: TenantTable, row: Record) -> None:
         place = self.places[spec.kind]
         matches = await place.find(tx, self.tenant, row)
-        exact = [m for m in matches if m[0] == self.tenant and _same(spec, m[1], row, set(row))
-                 and all(m[1].get(k) == row.get(k) for k in spec.keys)]
+        exact = [m for m in matches if await self._exact(spec, m[0], m[1], row)]
         if exact and len(matches) == len(exact):
             self.plan.same[spec.kind] = self.plan.same.get(spec.kind, 0) + 1
             return
@@ -152,12 +164,24 @@ async def _test_pause(kind: str, progress: Progress) -> None:
         await asyncio.sleep(float(seconds or 30))
 
 
-async def hash_plaintext_rows(archive: Archive) -> None:
-    """Credential passwords stored in clear become bcrypt hashes (off the event loop)."""
+async def hash_plaintext_rows(archive: Archive) -> dict[str, str]:
+    """Credential passwords stored in clear become bcrypt hashes (off the event loop, before
+    any transaction). Returns id -> the plaintext, to recognise them already imported."""
+    plain: dict[str, str] = {}
     for row in archive.rows.get("credentials", []):
         password = str(row.get("password", ""))
         if password and not is_bcrypt(password):
+            plain[str(row.get("id"))] = password
             row["password"] = await asyncio.to_thread(hash_password, password)
+    return plain
+
+
+def _verifies(password: str, stored: Any) -> bool:
+    try:
+        return is_bcrypt(str(stored)) and bool(_bcrypt.verify(bcrypt_input(password),
+                                                              str(stored)))
+    except ValueError:
+        return False
 
 
 class _Rollback(Exception):
@@ -177,14 +201,13 @@ async def import_archive(store: Store, config: Config, archive: Archive, *, name
                          progress: Progress = _stderr) -> Plan:
     """Load the archive's rows into tenant `name`, all or nothing. Returns the plan (for a dry
     run: what would happen); raises TransferRefused listing every conflict."""
-    if hash_plaintext:
-        await hash_plaintext_rows(archive)
+    plaintext = await hash_plaintext_rows(archive) if hash_plaintext else {}
     places = await resolve_places(config, store)
     tenant = storage_tenant(config, name)
     plan = Plan(name)
     _refuse_unplaceable(archive, places, plan)
     rows = _renamed(archive, name if config.server.multi_tenancy else None)
-    importer = _Importer(places, tenant, plan, progress)
+    importer = _Importer(places, tenant, plan, progress, plaintext)
     try:
         async with store.transaction() as tx:
             for spec in TABLES:
