@@ -142,7 +142,8 @@ def test_then_delete_is_refused_while_rportd_runs(tmp_path: Path) -> None:
     try:
         refused = tenant_cli(world, "export", "--tenant", "acme", "--out",
                              str(tmp_path / "a.archive"), "--then-delete")
-        assert refused.returncode == 1 and "stop it before deleting a tenant" in refused.stderr
+        assert refused.returncode == 1, refused.stderr
+        assert "stop it before deleting a tenant" in refused.stderr
         assert world.sql("SELECT id FROM clients_auth") == [("c1",)]
     finally:
         world.rportd.stop()

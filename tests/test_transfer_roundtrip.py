@@ -14,12 +14,19 @@ import pytest
 
 from rportd.wire.hostkey import derive_key_from_seed, fingerprint
 
-from .api_world import CREDENTIALS, World, build_world, create_mysql_database, drop_mysql_database
+from .api_world import (
+    CREDENTIALS,
+    World,
+    build_world,
+    create_mysql_database,
+    create_seed_tables,
+    drop_mysql_database,
+)
 from .conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER, require_mysql
 from .helpers import free_port
 from .processes import Agent, port_open, wait_for
 from .test_agents import EchoTarget, carry
-from .transfer_world import SEED, target, tenant_cli
+from .transfer_world import SEED, add_tenant, target, tenant_cli
 
 FINGERPRINT = fingerprint(derive_key_from_seed(SEED))
 J_AGENTS = (("x", "cj"), ("jonly", "cj"))
@@ -149,3 +156,38 @@ def test_a_tenant_moves_from_mariadb_to_its_own_sqlite_server(tmp_path: Path,
     finally:
         own.stop()
         echo.close()
+
+
+def test_tables_from_rports_case_insensitive_ddl_keep_j_and_J_apart(tmp_path: Path) -> None:
+    """Operators' MySQL tables made from rport's DDL compare case-insensitively: tenant `j`'s
+    rows never enter J's archive, a username equal only under the collation is a conflict, and
+    deleting J leaves j alone."""
+    require_mysql().close()
+    database: dict[str, object] = {"db_type": "mysql", "db_host": f"{MYSQL_HOST}:{MYSQL_PORT}",
+                                   "db_user": MYSQL_USER, "db_password": MYSQL_PASSWORD,
+                                   "db_name": create_mysql_database()}
+    try:
+        create_seed_tables(database)
+        world = target(tmp_path, "mysql", database=database)
+        add_tenant(world, "J", ("cj", "cj-secret"), ("alice", "alice-pw", "admins"))
+        add_tenant(world, "j", ("cj-lower", "lower-secret"), ("jill", "jill-pw", "jops"))
+        out = tmp_path / "J.archive"
+        moved = tenant_cli(world, "export", "--tenant", "J", "--out", str(out), "--then-delete")
+        assert moved.returncode == 0, moved.stderr
+        data = out.read_bytes()
+        assert b"cj-lower" not in data and b"jill" not in data and b"jops" not in data
+        assert world.sql("SELECT id, tenant FROM clients_auth") == [("cj-lower", "j")]
+        assert world.sql("SELECT username, tenant FROM users") == [("jill", "j")]
+        world.sql("INSERT INTO users (username, password, tenant) VALUES ('ALICE', 'x', 'j')")
+        refused = tenant_cli(world, "import", "--tenant", "J", "--from-export", str(out))
+        assert refused.returncode == 1
+        assert ("users: username 'alice' already exists in another tenant (users are unique "
+                "across tenants), as username 'ALICE' (the table's collation makes them "
+                "equal)") in refused.stderr, refused.stderr
+        world.sql("DELETE FROM users WHERE username = 'ALICE'")
+        back = tenant_cli(world, "import", "--tenant", "J", "--from-export", str(out))
+        assert back.returncode == 0, back.stderr
+        assert sorted(world.sql("SELECT id, tenant FROM clients_auth")) == [
+            ("cj", "J"), ("cj-lower", "j")]
+    finally:
+        drop_mysql_database(str(database["db_name"]))

@@ -197,7 +197,7 @@ def test_import_is_refused_while_rportd_serves_the_target(tmp_path: Path,
     worlds.append(world)
     world.rportd.start()
     refused = tenant_cli(world, "import", "--tenant", "acme", *rport_server(tmp_path, 20006, 22))
-    assert refused.returncode == 1 and "stop it before importing" in refused.stderr
+    assert refused.returncode == 1 and "stop it before importing" in refused.stderr, refused.stderr
     assert world.sql("SELECT COUNT(*) FROM clients") == [(0,)]
 
 

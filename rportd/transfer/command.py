@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import socket
 import sys
 from pathlib import Path
@@ -103,8 +104,9 @@ def _serving(config: Config) -> bool:
 def _refuse_if_running(config: Config, what: str) -> None:
     if _serving(config):
         raise TransferRefused(
-            f"an rportd is running on {config.server.address}; stop it before {what} (it keeps "
-            "the client registry in memory and would not see the change), then start it again")
+            f"something answers on [server] address {config.server.address} (a running "
+            f"rportd?); stop it before {what} (rportd keeps the client registry in memory and "
+            "would overwrite the change), then start it again")
 
 
 def server_fingerprint(config: Config) -> str:
@@ -131,8 +133,15 @@ def _check_fingerprint(config: Config, expected: str, accept: bool) -> str | Non
             "--accept-new-fingerprint and update the agents' fingerprint")
 
 
+# One import is one transaction, and the store's deadline covers a whole transaction: a move of
+# many rows needs longer than a request does.
+TRANSFER_TIMEOUT = 900.0
+
+
 async def _opened(config: Config) -> Store:
-    return await open_store(config.own_database)
+    database = config.own_database
+    return await open_store(dataclasses.replace(
+        database, db_timeout=max(database.db_timeout, TRANSFER_TIMEOUT)))
 
 
 # ------------------------------------------------------------------ import

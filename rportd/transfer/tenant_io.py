@@ -120,10 +120,12 @@ class _Importer:
         return (plain is not None and _same(spec, stored, row, set(row) - {"password"})
                 and await asyncio.to_thread(_verifies, plain, stored.get("password")))
 
-    def _conflict(self, spec: TenantTable, row: Record, owner: str) -> None:
+    def _conflict(self, spec: TenantTable, row: Record, owner: str, stored: Record) -> None:
         where = "another tenant" if owner != self.tenant else "this tenant, with other values"
         if spec.global_keys and owner != self.tenant:
             where = f"another tenant ({spec.kind} are unique across tenants)"
+        if any(stored.get(k) != row.get(k) for k in spec.keys):
+            where += f", as {_describe(spec, stored)} (the table's collation makes them equal)"
         self.plan.conflicts.append(f"{spec.kind}: {_describe(spec, row)} already exists in "
                                    f"{where} on the target ({self.places[spec.kind].label})")
 
@@ -135,8 +137,8 @@ class _Importer:
             self.plan.same[spec.kind] = self.plan.same.get(spec.kind, 0) + 1
             return
         if matches:
-            others = [m for m in matches if m not in exact]
-            self._conflict(spec, row, others[0][0])
+            for owner, stored in (m for m in matches if m not in exact):
+                self._conflict(spec, row, owner, stored)
             return
         if not self.plan.conflicts:  # after the first conflict only the list matters
             await place.insert(tx, self.tenant, row)
