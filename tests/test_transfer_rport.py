@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from rportd.wire.hostkey import derive_key_from_seed, fingerprint
 
 from .api_world import World, drop_mysql_database
 from .conftest import require_mysql
-from .helpers import free_port, http, read_lines
+from .helpers import free_port, http
 from .processes import Agent, port_open, wait_for
 from .rport_data import RportClient, make_data_dir, tunnel_json, write_auth_files
 from .test_agents import EchoTarget, carry
@@ -201,6 +203,21 @@ def test_import_is_refused_while_rportd_serves_the_target(tmp_path: Path,
     assert world.sql("SELECT COUNT(*) FROM clients") == [(0,)]
 
 
+def _read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 20) -> bytes:
+    """The child's stderr up to `marker`, read unbuffered (a buffered reader can hold the line
+    that select() already reported), within a deadline."""
+    assert proc.stderr is not None
+    fd, got = proc.stderr.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while marker not in got and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 65536) if ready else b""
+        if ready and not chunk:
+            break
+        got += chunk
+    return got
+
+
 def test_kill_9_during_an_import_leaves_the_target_as_before(tmp_path: Path, kind: str,
                                                              worlds: list[World]) -> None:
     """The import pauses (test-only hook) after writing clients inside its transaction, so the
@@ -214,11 +231,10 @@ def test_kill_9_during_an_import_leaves_the_target_as_before(tmp_path: Path, kin
     options = rport_server(tmp_path, 20007, 22)
     proc = subprocess.Popen([sys.executable, "-m", "rportd.cli", "tenant", "import", "-c",
                              str(world.rportd.config), "--tenant", "acme", *options],
-                            stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            stderr=subprocess.PIPE, env=env)
     try:
-        lines = read_lines(proc, lambda got: any("test pause after clients" in x for x in got))
-        assert any("clients: 2 new" in line for line in lines), lines
+        said = _read_until(proc, b"test pause after clients")
+        assert b"clients: 2 new" in said, said
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:

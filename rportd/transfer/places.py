@@ -39,6 +39,9 @@ class Place:
     async def read_tenant(self, tx: Transaction, tenant: str) -> list[Record]:
         return []
 
+    async def preload(self, tx: Transaction, tenant: str) -> None:
+        """Before many `find`s for one tenant: read what can be matched in memory."""
+
     async def find(self, tx: Transaction, tenant: str, row: Record) -> list[tuple[str, Record]]:
         """Rows with the row's key as the database matches it (its collation decides), each
         with its tenant: in every tenant for global keys, else in `tenant` only."""
@@ -66,6 +69,7 @@ class TablePlace(Place):
         super().__init__(spec, f'table "{table}"')
         self._store, self._table, self._scoped = store, table, scoped
         self._has_tenant = False
+        self._known: dict[tuple[Any, ...], list[Record]] | None = None
 
     async def prepare(self) -> None:
         found = await self._store.table_columns(self._table)
@@ -99,7 +103,22 @@ class TablePlace(Place):
         found = self._records(await tx.fetchall(sql, (tenant,)))
         return [rec for owner, rec in found if owner == tenant]  # exact, whatever the collation
 
+    def _key(self, row: Record) -> tuple[Any, ...]:
+        return tuple(row.get(k) for k in self.spec.keys)
+
+    async def preload(self, tx: Transaction, tenant: str) -> None:
+        """rportd's own tables compare keys byte for byte (utf8mb4_bin, SQLite's BINARY) and a
+        tenant's keys are its own: one read replaces a query per row. Operators' tables (any
+        collation) and global keys are asked row by row."""
+        if self.spec.operators or self.spec.global_keys or not self._scoped:
+            return
+        self._known = {}
+        for record in await self.read_tenant(tx, tenant):
+            self._known.setdefault(self._key(record), []).append(record)
+
     async def find(self, tx: Transaction, tenant: str, row: Record) -> list[tuple[str, Record]]:
+        if self._known is not None:
+            return [(tenant, r) for r in self._known.get(self._key(row), [])]
         where = [f"{self._q(k)} = ?" for k in self.spec.keys]
         params: list[Any] = [row.get(k) for k in self.spec.keys]
         if self._scoped and not self.spec.global_keys:
@@ -120,6 +139,8 @@ class TablePlace(Place):
         cols = ", ".join(self._q(c) for c in names)
         marks = ", ".join("?" for _ in names)
         await tx.execute(f"INSERT INTO {self._q(self._table)} ({cols}) VALUES ({marks})", values)
+        if self._known is not None:
+            self._known.setdefault(self._key(row), []).append(dict(row))
 
     async def delete_tenant(self, tx: Transaction, tenant: str) -> int:
         table = self._q(self._table)

@@ -150,6 +150,8 @@ class _Importer:
         if rows and dropped:
             self.plan.notes.append(f"{spec.kind}: {place.label} has no column "
                                    f"{', '.join(dropped)}; those values are not imported")
+        if rows:
+            await place.preload(tx, self.tenant)
         for done, row in enumerate(rows, 1):
             await self.row(tx, spec, {k: v for k, v in row.items() if k in place.columns})
             if done % 1000 == 0:
