@@ -143,13 +143,17 @@ def test_every_rport_layout_is_read(tmp_path: Path, layout: str) -> None:
 def test_conflicts_are_listed_in_full_and_nothing_changes(tmp_path: Path) -> None:
     world = target(tmp_path / "rportd", "sqlite")
     add_tenant(world, "other", ("cred-web", "x"), (ADMIN[0], "pw", "ops"))
+    world.sql("INSERT INTO clients (tenant, id, client_auth_id, details, tunnels) VALUES "
+              "('other', 'o1', 'cred-web', '{}', ?)", (json.dumps([tunnel_json("1", 20002, 22)]),))
     before = dump(world)
     options = rport_server(tmp_path, 20002, 22)
     dry = tenant_cli(world, "import", "--tenant", "acme", "--dry-run", *options)
     assert dry.returncode == 1
     for refused in (dry, tenant_cli(world, "import", "--tenant", "acme", *options)):
         assert refused.returncode == 1
-        assert "2 conflicts; nothing was changed" in refused.stderr
+        assert "3 conflicts; nothing was changed" in refused.stderr
+        assert ("clients: tunnel port 20002 of client 'web1' is already a tunnel port of client "
+                "o1 of tenant other on the target") in refused.stderr
         assert "credentials: id 'cred-web' already exists in another tenant" in refused.stderr
         assert f"users: username '{ADMIN[0]}' already exists in another tenant" in refused.stderr
     assert "clients: 2 new" in dry.stderr, "the dry run says what would move"

@@ -77,7 +77,9 @@ class TablePlace(Place):
             raise TransferRefused(f"{self.spec.kind}: {self.label} does not exist; create it "
                                   "(rportd migrate -c FILE) or fix the setting")
         self._has_tenant = self.spec.tenant_column in found
-        self._scoped = self._scoped and self._has_tenant
+        if self._scoped and not self._has_tenant:
+            raise TransferRefused(f"{self.spec.kind}: {self.label} has no "
+                                  f"{self.spec.tenant_column} column, which multi_tenancy needs")
         self.columns = {c for c in found
                         if c != self.spec.tenant_column and c not in self.spec.generated}
 

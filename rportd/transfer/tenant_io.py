@@ -8,6 +8,7 @@ already there byte for byte are left alone, so the same import twice changes not
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -188,6 +189,35 @@ def _verifies(password: str, stored: Any) -> bool:
         return False
 
 
+def _lports(tunnels: Any) -> set[str]:
+    try:
+        parsed = json.loads(tunnels) if isinstance(tunnels, str) else []
+    except ValueError:
+        return set()
+    return {str(t.get("lport")) for t in parsed if isinstance(t, dict) and t.get("lport")}
+
+
+async def _port_clashes(tx: Transaction, store: Store, tenant: str,
+                        clients: list[Record]) -> list[str]:
+    """Tunnel ports the imported clients had that another client on the target already holds:
+    they could not come back when the agent reconnects. (Operators only read this.)"""
+    rows = await tx.fetchall(f"SELECT {store.quote('tenant')}, {store.quote('id')}, "
+                             f"{store.quote('tunnels')} FROM {store.quote('clients')}")
+    taken: dict[str, str] = {}
+    for owner, client_id, tunnels in rows:
+        for port in _lports(tunnels):
+            taken[port] = f"{client_id!s} of tenant {owner!s}" if owner else str(client_id)
+    clashes = []
+    for client in clients:
+        mine = f"{client.get('id')!s} of tenant {tenant}" if tenant else str(client.get("id"))
+        for port in sorted(_lports(client.get("tunnels"))):
+            if taken.get(port, mine) != mine:
+                clashes.append(f"clients: tunnel port {port} of client {client.get('id')!r} is "
+                               f"already a tunnel port of client {taken[port]} on the target; "
+                               "free it there or change the tunnel at the source")
+    return clashes
+
+
 class _Rollback(Exception):
     """Raised inside the transaction to undo it (a dry run, or conflicts)."""
 
@@ -214,6 +244,7 @@ async def import_archive(store: Store, config: Config, archive: Archive, *, name
     importer = _Importer(places, tenant, plan, progress, plaintext)
     try:
         async with store.transaction() as tx:
+            plan.conflicts += await _port_clashes(tx, store, tenant, rows.get("clients", []))
             for spec in TABLES:
                 await importer.kind(tx, spec, rows.get(spec.kind, []))
             if plan.conflicts or dry_run:
