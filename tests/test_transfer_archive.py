@@ -3,15 +3,16 @@ between single-tenant servers whose credentials live in auth files."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from rportd.cli import main
 from rportd.errors import TransferRefused
 from rportd.transfer.archive import Archive, decode_archive, encode_archive
 from rportd.transfer.tables import BY_KIND, TABLES
@@ -99,8 +100,8 @@ def _single_tenant(tmp: Path, credentials: dict[str, str], users: list[dict[str,
 
 
 def _migrate(server: Rportd) -> None:
-    subprocess.run([sys.executable, "-m", "rportd.cli", "migrate", "-c", str(server.config)],
-                   check=True, capture_output=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["migrate", "-c", str(server.config)]) == 0
 
 
 def test_a_single_tenant_server_with_auth_files_moves_into_another(tmp_path: Path) -> None:

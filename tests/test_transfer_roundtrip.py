@@ -108,7 +108,7 @@ def _g_marks(source: World) -> list[bytes]:
     hashes = [str(r[0]).encode() for r in source.sql("SELECT password FROM users WHERE "
                                                      "username = 'gina'")]
     return [b"gina", b"cg-secret", b"gonly", b"x@cg", b"corph", b"co-secret", b"o1@", b"G-",
-            b'"G"', b"ops", *hashes]
+            b'"G"', b'"ops"', *hashes]
 
 
 def test_a_tenant_moves_from_mariadb_to_its_own_sqlite_server(tmp_path: Path,
@@ -125,7 +125,8 @@ def test_a_tenant_moves_from_mariadb_to_its_own_sqlite_server(tmp_path: Path,
     source.stop()
 
     archive = tmp_path / "J.rportd-tenant"
-    moved = tenant_cli(source, "export", "--tenant", "J", "--out", str(archive), "--then-delete")
+    moved = tenant_cli(source, "export", "--tenant", "J", "--out", str(archive), "--then-delete",
+                       process=True)
     assert moved.returncode == 0, moved.stderr
     assert "deleted tenant 'J' here" in moved.stderr and "(archive verified)" in moved.stderr
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
@@ -137,7 +138,8 @@ def test_a_tenant_moves_from_mariadb_to_its_own_sqlite_server(tmp_path: Path,
     assert {t: _rows(source, t, "G") for t in EXTRA} == kept, "G is untouched"
 
     own = target(tmp_path / "target", "sqlite")
-    imported = tenant_cli(own, "import", "--tenant", "J", "--from-export", str(archive))
+    imported = tenant_cli(own, "import", "--tenant", "J", "--from-export", str(archive),
+                          process=True)
     assert imported.returncode == 0, imported.stderr
     own.rportd.start()
     for client_id, auth_id in J_AGENTS:

@@ -78,7 +78,8 @@ def test_rport_server_becomes_a_tenant_and_its_agents_get_their_tunnels_back(
     world = target(tmp_path / "rportd", kind)
     worlds.append(world)
     add_tenant(world, "other", ("cred-other", "other-secret"), ("olga", "olga-pw", "ops"))
-    done = tenant_cli(world, "import", "--tenant", "acme", *rport_server(tmp_path, lport, echo.port))
+    done = tenant_cli(world, "import", "--tenant", "acme",
+                      *rport_server(tmp_path, lport, echo.port), process=True)
     assert done.returncode == 0, done.stderr
     assert "clients: 2 new" in done.stderr and "jobs: 2 new" in done.stderr
     assert "imported tenant 'acme': " in done.stderr
@@ -250,5 +251,5 @@ def test_kill_9_during_an_import_leaves_the_target_as_before(tmp_path: Path, kin
     assert dump(world) == before
     if kind == "sqlite":
         assert integrity_ok(str(world.database["db_name"]))
-    again = tenant_cli(world, "import", "--tenant", "acme", *options)
+    again = tenant_cli(world, "import", "--tenant", "acme", *options, process=True)
     assert again.returncode == 0 and "10 rows new" in again.stderr, again.stderr

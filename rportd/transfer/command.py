@@ -199,7 +199,8 @@ async def _import(args: argparse.Namespace) -> int:
     config = load_config(args.tenant_config)
     if not args.dry_run:
         _refuse_if_running(config, "importing")
-    archive = read_archive(Path(args.from_export)) if args.from_export else None
+    archive = (await asyncio.to_thread(read_archive, Path(args.from_export))
+               if args.from_export else None)
     store = await _opened(config)
     try:
         if archive is None:

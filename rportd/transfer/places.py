@@ -7,6 +7,7 @@ are written atomically (a rename) by `finish()`, after the commit.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Sequence
@@ -191,7 +192,7 @@ class CredentialFilePlace(Place):
         self.columns = {"id", "password"}
 
     async def prepare(self) -> None:
-        self._file.load()
+        await asyncio.to_thread(self._file.load)
         if not isinstance(self._file.data, dict):
             raise TransferRefused(f"{self.label} is not a JSON object of id: password")
 
@@ -228,7 +229,7 @@ class UserFilePlace(Place):
     async def prepare(self) -> None:
         if not self._file.path.exists() or self._file.dirty:
             return
-        self._file.load()
+        await asyncio.to_thread(self._file.load)
         if not isinstance(self._file.data, list):
             raise TransferRefused(f"{self.label} is not a JSON list of users")
 
