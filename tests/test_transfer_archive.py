@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import json
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -148,3 +149,34 @@ def test_then_delete_is_refused_while_rportd_runs(tmp_path: Path) -> None:
         assert world.sql("SELECT id FROM clients_auth") == [("c1",)]
     finally:
         world.rportd.stop()
+
+
+def test_every_table_with_a_tenant_column_is_declared(tmp_path: Path) -> None:
+    """A migration that adds a tenant-owned table fails here until TABLES names it."""
+    migrations = sorted((Path(__file__).resolve().parent.parent / "migrations" / "sqlite")
+                        .glob("*.up.sql"))
+    with sqlite3.connect(tmp_path / "schema.db") as conn:
+        for migration in migrations:
+            conn.executescript(migration.read_text())
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = "
+                                             "'table'")]
+        owned = {t for t in tables
+                 if "tenant" in [c[1] for c in conn.execute(f'PRAGMA table_info("{t}")')]}
+    declared = {t.table for t in TABLES if t.table} | {"clients_auth", "users", "groups"}
+    assert owned - declared == set(), "tenant-owned tables missing from transfer/tables.py"
+    assert "tenants" in declared
+
+
+def test_identical_audit_entries_stay_two_and_a_second_import_adds_none(tmp_path: Path) -> None:
+    source = target(tmp_path / "a", "sqlite")
+    for _ in range(2):
+        source.sql("INSERT INTO audit_log (tenant, username, action, target, result, source, at, "
+                   "details) VALUES ('acme', 'al', 'clients.delete', 'x', 'ok', '', "
+                   "'2026-01-01T00:00:00Z', '{}')")
+    out = tmp_path / "acme.archive"
+    assert tenant_cli(source, "export", "--tenant", "acme", "--out", str(out)).returncode == 0
+    other = target(tmp_path / "b", "sqlite")
+    for expected in ("2 rows new", "0 rows new, 2 unchanged"):
+        done = tenant_cli(other, "import", "--tenant", "acme", "--from-export", str(out))
+        assert done.returncode == 0 and expected in done.stderr, done.stderr
+        assert other.sql("SELECT COUNT(*) FROM audit_log WHERE tenant = 'acme'") == [(2,)]

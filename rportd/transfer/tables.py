@@ -53,7 +53,10 @@ TABLES: tuple[TenantTable, ...] = (
     TenantTable("client_groups", "client_groups", ("id",)),
     TenantTable("multi_jobs", "multi_jobs", ("jid",)),
     TenantTable("jobs", "jobs", ("jid",)),
-    TenantTable("audit_log", "audit_log", ("at", "username", "action", "target", "result"),
+    # Audit entries have no key of their own: every column is the key (identical entries are
+    # counted, not merged).
+    TenantTable("audit_log", "audit_log",
+                ("at", "username", "action", "target", "result", "source", "details"),
                 generated=("id",)),
 )
 
