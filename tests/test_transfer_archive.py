@@ -180,3 +180,18 @@ def test_identical_audit_entries_stay_two_and_a_second_import_adds_none(tmp_path
         done = tenant_cli(other, "import", "--tenant", "acme", "--from-export", str(out))
         assert done.returncode == 0 and expected in done.stderr, done.stderr
         assert other.sql("SELECT COUNT(*) FROM audit_log WHERE tenant = 'acme'") == [(2,)]
+
+
+def test_a_client_row_rportd_could_not_load_is_refused(tmp_path: Path) -> None:
+    """The checksum proves integrity, not good intent: a well-formed archive with a broken
+    tunnel list is refused before it could stop rportd from starting."""
+    bad = _archive()
+    bad.rows["clients"][0]["tunnels"] = json.dumps([{"lport": "99999"}])
+    out = tmp_path / "bad.archive"
+    out.write_bytes(encode_archive(bad))
+    world = target(tmp_path / "t", "sqlite", key_seed="")
+    before = dump(world)
+    refused = tenant_cli(world, "import", "--tenant", "acme", "--from-export", str(out),
+                         "--accept-new-fingerprint")
+    assert refused.returncode == 1 and "client 'x' cannot be imported" in refused.stderr
+    assert dump(world) == before

@@ -19,9 +19,10 @@ from passlib.hash import bcrypt as _bcrypt
 
 from ..auth.passwords import bcrypt_input, hash_password, is_bcrypt
 from ..config import Config
-from ..errors import TransferRefused
+from ..errors import BadRequest, TransferRefused
 from ..store import Store
 from ..store.base import Transaction
+from ..tunnel_spec import Remote
 from .archive import Archive
 from .places import Place, Record, resolve_places
 from .tables import TABLES, TenantTable
@@ -159,12 +160,28 @@ class _Importer:
         if rows:
             await place.preload(tx, self.tenant)
         for done, row in enumerate(rows, 1):
+            if spec.kind == "clients":
+                _check_client(row)
             await self.row(tx, spec, {k: v for k, v in row.items() if k in place.columns})
             if done % 1000 == 0:
                 self.progress(f"importing {spec.kind}: {done}/{len(rows)}")
         self.progress(f"{spec.kind}: {self.plan.new.get(spec.kind, 0)} new, "
                       f"{self.plan.same.get(spec.kind, 0)} unchanged")
         await _test_pause(spec.kind, self.progress)
+
+
+def _check_client(row: Record) -> None:
+    """rportd reads these at start: a client row it could not load is refused here, not there."""
+    try:
+        details, tunnels = json.loads(row["details"]), json.loads(row["tunnels"])
+        if not isinstance(details, dict) or not isinstance(tunnels, list):
+            raise ValueError("details must be an object and tunnels a list")
+        for tunnel in tunnels:
+            Remote.from_json(tunnel)
+    except (KeyError, TypeError, ValueError, BadRequest) as exc:
+        detail = exc.detail if isinstance(exc, BadRequest) else str(exc)
+        raise TransferRefused(f"client {row.get('id')!r} cannot be imported: {detail}; "
+                              "nothing was changed") from None
 
 
 async def _test_pause(kind: str, progress: Progress) -> None:
