@@ -8,6 +8,7 @@ import json
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from .api_world import World, drop_mysql_database
 from .conftest import require_mysql
 from .helpers import free_port, http
 from .processes import Agent, port_open, wait_for
-from .rport_data import RportClient, make_data_dir, tunnel_json, write_auth_files
+from .rport_data import SCHEMA, RportClient, make_data_dir, tunnel_json, write_auth_files
 from .test_agents import EchoTarget, carry
 from .transfer_world import (
     SEED,
@@ -253,3 +254,27 @@ def test_kill_9_during_an_import_leaves_the_target_as_before(tmp_path: Path, kin
         assert integrity_ok(str(world.database["db_name"]))
     again = tenant_cli(world, "import", "--tenant", "acme", *options, process=True)
     assert again.returncode == 0 and "10 rows new" in again.stderr, again.stderr
+
+
+def test_credentials_and_users_come_from_rports_own_tables(tmp_path: Path) -> None:
+    auth_db = tmp_path / "rport-auth.db"
+    with sqlite3.connect(auth_db) as conn:
+        conn.executescript((SCHEMA / "auth_tables.sqlite.sql").read_text())
+        conn.execute("INSERT INTO clients_auth VALUES ('cred-t', 'table-secret')")
+        conn.execute("INSERT INTO users VALUES ('tina', ?)", (bcrypt_hash("tina-pw"),))
+        conn.executemany('INSERT INTO "groups" VALUES (?, ?)', [("tina", "ops"), ("tina", "dev")])
+    data_dir = make_data_dir(tmp_path / "rport-data", "0.1.24",
+                             [RportClient("t1", "cred-t", "t1.acme")])
+    world = target(tmp_path / "rportd", "sqlite")
+    done = tenant_cli(world, "import", "--tenant", "acme", "--from-rport", str(data_dir),
+                      "--clients-auth-table", "clients_auth", "--api-auth-user-table", "users",
+                      "--api-auth-group-table", "groups", "--rport-db", f"sqlite:{auth_db}")
+    assert done.returncode == 0, done.stderr
+    assert world.sql("SELECT id, password, tenant FROM clients_auth") == [
+        ("cred-t", "table-secret", "acme")]
+    assert sorted(world.sql('SELECT username, "group", tenant FROM "groups"')) == [
+        ("tina", "dev", "acme"), ("tina", "ops", "acme")]
+    bad = tenant_cli(world, "import", "--tenant", "acme", "--from-rport", str(data_dir),
+                     "--clients-auth-table", "clients_auth; DROP TABLE x", "--rport-db",
+                     f"sqlite:{auth_db}")
+    assert bad.returncode == 1 and "not a plain SQL identifier" in bad.stderr
