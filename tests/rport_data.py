@@ -3,6 +3,7 @@ migrations (tests/rport_schema/), filled the way rport's server writes them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -58,10 +59,39 @@ def _open(path: Path, migrations: tuple[str, ...]) -> sqlite3.Connection:
     return conn
 
 
+def _go_time(text: str | None) -> str | None:
+    """Go's JSON time (RFC 3339) for the SQLite text rport's database layer writes."""
+    return None if text is None else text.replace(" ", "T").replace("+00:00", "Z")
+
+
+def make_files_data_dir(root: Path, clients: list[RportClient], jobs: int) -> Path:
+    """rport up to 0.1.21: `csr.json` (sessions, `client` = the credential) and one JSON file per
+    finished job under jobs/<sha1(session id)>/ (named by status prefix and jid)."""
+    sessions = []
+    for c in clients:
+        session = {"id": c.id, **json.loads(c.details()), "client": c.auth_id}
+        if c.disconnected_at is not None:
+            session["disconnected"] = _go_time(c.disconnected_at)
+        sessions.append(session)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "csr.json").write_text(json.dumps(sessions, indent="\t"))
+    folder = root / "jobs" / hashlib.sha1(clients[0].id.encode()).hexdigest()
+    folder.mkdir(parents=True)
+    for n in range(jobs):
+        job = {"jid": f"job-{n}", "status": "successful", "finished_at": "2021-02-19T09:00:01Z",
+               "sid": clients[0].id, "command": "uptime", "shell": "", "pid": 42,
+               "started_at": "2021-02-19T09:00:00.5Z", "created_by": "admin", "timeout_sec": 60,
+               "result": {"stdout": f"up {n} days", "stderr": ""}}
+        (folder / f"s_job-{n}.json").write_text(json.dumps(job))
+    return root
+
+
 def make_data_dir(root: Path, layout: str, clients: list[RportClient], jobs: int = 2,
                   groups: tuple[str, ...] = ("web",)) -> Path:
     """An rport data_dir with these clients, `jobs` single-client jobs (and one multi-job) per
     first client, and client groups."""
+    if layout == "0.1.21":
+        return make_files_data_dir(root, clients, jobs)
     root.mkdir(parents=True, exist_ok=True)
     files = LAYOUTS[layout]
     old = layout == "0.1.22"

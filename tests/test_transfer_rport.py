@@ -126,7 +126,7 @@ def test_jobs_and_groups_keep_their_ids_and_timestamps_become_iso(tmp_path: Path
         ("cred-web", "web-secret")], "plaintext stays as it was without --hash-plaintext"
 
 
-@pytest.mark.parametrize("layout", ["0.1.22", "0.1.24", "openrport"])
+@pytest.mark.parametrize("layout", ["0.1.21", "0.1.22", "0.1.24", "openrport"])
 def test_every_rport_layout_is_read(tmp_path: Path, layout: str) -> None:
     clients = [RportClient("c1", "a1", "h1", [tunnel_json("1", 2222, 22)])]
     data_dir = make_data_dir(tmp_path, layout, clients, jobs=1)
@@ -138,7 +138,8 @@ def test_every_rport_layout_is_read(tmp_path: Path, layout: str) -> None:
     assert "tunnels" not in json.loads(client["details"])
     job = rows["jobs"][0]
     assert job["client_id"] == "c1" and json.loads(job["details"])["client_id"] == "c1"
-    assert [g["id"] for g in rows["client_groups"]] == ["web"]
+    assert job["started_at"] == "2021-02-19T09:00:00.500000Z"
+    assert [g["id"] for g in rows["client_groups"]] == ([] if layout == "0.1.21" else ["web"])
     assert notes == []
 
 

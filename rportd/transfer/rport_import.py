@@ -9,6 +9,10 @@ rport's data directory (`[server] data_dir`) holds SQLite files made by its migr
   started_at, finished_at, created_by, client_id, multi_job_id, details)`; 0.1.22 named the
   client column `sid`.
 - `client_groups.db`: `client_groups (id, description, params)`.
+Before 0.1.22 (no SQLite yet) clients were a JSON list in `csr.json` (`{"id", ..., "tunnels",
+"disconnected", "client"}`, `client` being the credential) and finished jobs one JSON file each
+under `jobs/<sha1 of the client id>/` (`{"jid", "status", "sid", "started_at", "finished_at",
+"created_by", ...}`).
 Its client credentials are a JSON map `{"id": "password"}` (`auth_file`) or a table `(id,
 password)`; its API users a JSON list `[{"username", "password" (bcrypt), "groups": [...]}]`
 (`[api] auth_file`) or the tables `users (username, password)` and `groups (username, group)`.
@@ -99,7 +103,8 @@ def _client(row: dict[str, Any], auth_column: str, lost_column: str,
     details = json.loads(row["details"])
     client_id = str(row["id"])
     tunnels = _tunnels(client_id, details.pop("tunnels", None), notes)
-    for ignored in ("id", "client_auth_id", "disconnected_at", "connection_state"):
+    for ignored in ("id", "client_auth_id", "disconnected_at", "connection_state",
+                    "disconnected", "client"):
         details.pop(ignored, None)
     return {"id": client_id, "client_auth_id": str(row[auth_column]),
             "details": json.dumps(details), "tunnels": json.dumps(tunnels),
@@ -114,7 +119,30 @@ def _clients(data_dir: Path, notes: list[str]) -> list[Record]:
         rows = _table(data_dir / file, table)
         if rows is not None:
             return [_client(r, auth, lost, notes) for r in rows]
-    return []
+    return _csr_clients(data_dir / "csr.json", notes)
+
+
+def _csr_clients(path: Path, notes: list[str]) -> list[Record]:
+    """rport up to 0.1.21: the client session repository file."""
+    if not path.exists():
+        return []
+    sessions = _json_file(path)
+    if not isinstance(sessions, list):
+        raise TransferRefused(f"{path} is not rport's csr.json (a JSON list of clients)")
+    rows = [{"id": s.get("id"), "client_id": s.get("client") or "",
+             "disconnected": s.get("disconnected"), "details": json.dumps(s)}
+            for s in sessions if isinstance(s, dict)]
+    return [_client(r, "client_id", "disconnected", notes) for r in rows]
+
+
+def _file_jobs(jobs_dir: Path) -> list[Record]:
+    """rport up to 0.1.21: one JSON file per finished job, a directory per client."""
+    found = []
+    for path in sorted(jobs_dir.glob("*/*.json")) if jobs_dir.is_dir() else []:
+        job = _json_file(path)
+        if isinstance(job, dict) and job.get("jid"):
+            found.append(_job({**job, "details": json.dumps(job)}))
+    return found
 
 
 def _job(row: dict[str, Any]) -> Record:
@@ -124,9 +152,14 @@ def _job(row: dict[str, Any]) -> Record:
         details["client_id"] = details.pop("sid")
     return {"jid": str(row["jid"]), "client_id": str(client_id),
             "multi_job_id": row.get("multi_job_id"), "status": str(row["status"]),
-            "started_at": iso_time(row["started_at"]), "finished_at": iso_time(
+            "started_at": iso_time(row.get("started_at")), "finished_at": iso_time(
                 row.get("finished_at")), "created_by": str(row["created_by"]),
             "details": json.dumps(details)}
+
+
+def _jobs(data_dir: Path) -> list[Record]:
+    rows = _table(data_dir / "jobs.db", "jobs")
+    return _file_jobs(data_dir / "jobs") if rows is None else [_job(r) for r in rows]
 
 
 def _multi_job(row: dict[str, Any]) -> Record:
@@ -155,7 +188,7 @@ def read_data_dir(data_dir: Path) -> tuple[dict[str, list[Record]], list[str]]:
     notes: list[str] = []
     rows = {"clients": _clients(data_dir, notes),
             "multi_jobs": [_multi_job(r) for r in _table(data_dir / "jobs.db", "multi_jobs") or []],
-            "jobs": [_job(r) for r in _table(data_dir / "jobs.db", "jobs") or []],
+            "jobs": _jobs(data_dir),
             "client_groups": [_group(r) for r in
                               _table(data_dir / "client_groups.db", "client_groups") or []]}
     _skipped(data_dir, notes)
