@@ -279,3 +279,15 @@ def test_credentials_and_users_come_from_rports_own_tables(tmp_path: Path) -> No
                      "--clients-auth-table", "clients_auth; DROP TABLE x", "--rport-db",
                      f"sqlite:{auth_db}")
     assert bad.returncode == 1 and "not a plain SQL identifier" in bad.stderr
+
+
+def test_rport_data_that_is_not_rports_is_refused_with_the_reason(tmp_path: Path) -> None:
+    data_dir = make_data_dir(tmp_path / "rport-data", "0.1.24", [RportClient("c1", "a1", "h1")])
+    with sqlite3.connect(data_dir / "clients.db") as conn:
+        conn.execute("UPDATE clients SET details = 'not json'")
+    world = target(tmp_path / "rportd", "sqlite")
+    refused = tenant_cli(world, "import", "--tenant", "acme", "--from-rport", str(data_dir))
+    assert refused.returncode == 1 and "does not hold rport data" in refused.stderr
+    missing = tenant_cli(world, "import", "--tenant", "acme", "--from-rport",
+                         str(tmp_path / "nowhere"))
+    assert missing.returncode == 1 and "is not a directory" in missing.stderr

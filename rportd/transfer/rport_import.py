@@ -186,11 +186,16 @@ def read_data_dir(data_dir: Path) -> tuple[dict[str, list[Record]], list[str]]:
     if not data_dir.is_dir():
         raise TransferRefused(f"{data_dir} is not a directory (rport's [server] data_dir)")
     notes: list[str] = []
-    rows = {"clients": _clients(data_dir, notes),
-            "multi_jobs": [_multi_job(r) for r in _table(data_dir / "jobs.db", "multi_jobs") or []],
-            "jobs": _jobs(data_dir),
-            "client_groups": [_group(r) for r in
-                              _table(data_dir / "client_groups.db", "client_groups") or []]}
+    try:
+        rows = {"clients": _clients(data_dir, notes),
+                "multi_jobs": [_multi_job(r) for r in
+                               _table(data_dir / "jobs.db", "multi_jobs") or []],
+                "jobs": _jobs(data_dir),
+                "client_groups": [_group(r) for r in
+                                  _table(data_dir / "client_groups.db", "client_groups") or []]}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TransferRefused(f"{data_dir} does not hold rport data as rport writes it "
+                              f"({type(exc).__name__}: {exc}); nothing was changed") from None
     _skipped(data_dir, notes)
     return rows, notes
 
