@@ -195,3 +195,9 @@ def test_a_client_row_rportd_could_not_load_is_refused(tmp_path: Path) -> None:
                          "--accept-new-fingerprint")
     assert refused.returncode == 1 and "client 'x' cannot be imported" in refused.stderr
     assert dump(world) == before
+
+
+def test_a_blank_tenant_name_is_refused(tmp_path: Path) -> None:
+    world = target(tmp_path, "sqlite")
+    refused = tenant_cli(world, "export", "--tenant", "  ", "--out", str(tmp_path / "x"))
+    assert refused.returncode == 1 and "--tenant needs a name" in refused.stderr

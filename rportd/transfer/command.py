@@ -18,6 +18,7 @@ from ..config import Config, DatabaseConfig, load_config, validate_identifier
 from ..errors import TransferRefused
 from ..registry import utcnow_iso
 from ..store import Store, open_store
+from ..tenancy import normalize_tenant
 from ..wire.hostkey import derive_key_from_seed, fingerprint
 from .archive import Archive, decode_archive, read_archive, write_archive
 from .rport_import import read_api_auth_file, read_auth_tables, read_clients_auth_file, read_data_dir
@@ -39,7 +40,7 @@ def add_tenant_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", dest="tenant_config", required=True,
+    parser.add_argument("-c", "--config", dest="tenant_config", required=True, metavar="FILE",
                         help="this rportd's TOML config")
     parser.add_argument("--tenant", required=True, help="the tenant's name")
     parser.add_argument("--hash-plaintext", action="store_true",
@@ -78,6 +79,9 @@ def _export_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_tenant_command(args: argparse.Namespace) -> int:
     try:
+        args.tenant = normalize_tenant(args.tenant)
+        if not args.tenant:
+            raise TransferRefused("--tenant needs a name: a blank tenant is no tenant")
         if args.tenant_command == "import":
             return asyncio.run(_import(args))
         return asyncio.run(_export(args))
