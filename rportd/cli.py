@@ -17,6 +17,7 @@ from .errors import ConfigError, StoreError
 from .preflight import check_writable_file
 from .store import open_store
 from .store.migrate import migrate_down, migrate_up, status
+from .transfer.command import add_tenant_command, run_tenant_command
 
 __all__ = ["main"]
 
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("-c", "--config", dest="migrate_config", required=True)
     migrate.add_argument("--status", action="store_true", help="list applied and pending")
     migrate.add_argument("--down", type=int, metavar="N", help="revert the newest N migrations")
+    add_tenant_command(sub)  # rportd tenant import|export (rportd/transfer/command.py)
     return parser
 
 
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(args))
+        if args.command == "tenant":
+            return run_tenant_command(args)
         config = _load(args)
         for warning in config.warnings:
             print(f"rportd: warning: {warning}", file=sys.stderr)

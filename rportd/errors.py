@@ -13,6 +13,7 @@ __all__ = [
     "Forbidden",
     "Conflict",
     "MethodNotAllowed",
+    "TransferRefused",
 ]
 
 
@@ -88,3 +89,15 @@ class Conflict(RportdError):
     status = 409
     code = "ERR_CODE_CONFLICT"
     title = "Conflict"
+
+
+class TransferRefused(RportdError):
+    """A tenant import or export that must not happen as asked (conflicts, another host key, a
+    bad archive, a running rportd): nothing was changed. `reasons` lists every cause."""
+
+    code = "ERR_CODE_TRANSFER_REFUSED"
+    title = "Transfer refused"
+
+    def __init__(self, detail: str, reasons: list[str] | None = None):
+        super().__init__(detail)
+        self.reasons = list(reasons or [])

@@ -24,9 +24,11 @@ ALLOWED: dict[str, set[str]] = {
     "agent_port": {"auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
     "api": {"audit", "auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
     "client": {"config", "tunnel_spec", "wire"},
+    "transfer": {"auth", "config", "errors", "registry", "store", "tenancy", "tunnel_spec",
+                 "wire"},
     "server": {"agent_port", "api", "audit", "auth", "bootstrap", "config", "logs", "preflight", "registry",
                "store", "tenancy", "tunnel_spec", "wire"},
-    "cli": {"bootstrap", "config", "logs", "preflight", "server", "store"},
+    "cli": {"bootstrap", "config", "logs", "preflight", "server", "store", "transfer"},
 }
 
 
