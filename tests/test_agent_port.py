@@ -23,7 +23,7 @@ SEED_FINGERPRINT = "36:98:56:12:f3:dc:e5:8d:ac:96:48:23:b6:f0:42:15"
 
 @pytest.fixture
 def rportd(tmp_path: Path) -> Iterator[Rportd]:
-    server = Rportd(tmp_path, {"server": {"auth": "c1:secret", "max_request_bytes": 512}}).start()
+    server = Rportd(tmp_path, {"server": {"auth": "c1:secret", "max_request_bytes_client": 1024}}).start()
     yield server
     server.stop()
 
@@ -107,12 +107,28 @@ async def test_server_banner_is_rports(rportd: Rportd) -> None:
 
 
 @pytest.mark.parametrize("payload, reply", [
-    (b'{"ID":"' + b"x" * 600 + b'"}', "invalid connection request: larger than 512 bytes"),
+    (b'{"ID":"' + b"x" * 1100 + b'"}', "invalid connection request: larger than 1024 bytes"),
     (b"{not json", "invalid connection request:"),
     (b'["a list"]', "invalid connection request: not a JSON object"),
     (b'{"ID": 42}', "invalid connection request: ID must be a string"),
     (b'{"Tags": "t1"}', "invalid connection request: Tags must be a list of strings"),
     (b'{"Remotes": [{"lport": "99999", "rport": "22"}]}', "invalid connection request: lport"),
+    (b'{"NumCPUs": "2"}', "invalid connection request: NumCPUs must be a whole number"),
+    (b'{"MemoryTotal": -1}', "invalid connection request: MemoryTotal must be a whole number"),
+    (b'{"MemoryTotal": 1.5}', "invalid connection request: MemoryTotal must be a whole number"),
+    (b'{"Labels": ["a"]}', "invalid connection request: Labels must be an object of strings"),
+    (b'{"Labels": {"a": 1}}', "invalid connection request: Labels must be an object of strings"),
+    (b'{"OSFullName": 12}', "invalid connection request: OSFullName must be a string"),
+    (b'{"ClientConfiguration": []}', "invalid connection request: ClientConfiguration must be"),
+    (b"[" * 900 + b"]" * 900, "invalid connection request: "),
+    (b'{"Remotes": [{"rport": "53", "protocol": "udp"}]}',
+     "can't create tunnel: protocol 'udp' is not supported: rportd tunnels are TCP only"),
+    (b'{"Remotes": [{"rport": "80", "http_proxy": true}]}',
+     "can't create tunnel: http_proxy is not supported by rportd"),
+    (b'{"Remotes": [{"rport": "80", "protocol": "sctp"}]}',
+     "invalid connection request: protocol 'sctp' is not one of tcp, udp, tcp+udp"),
+    (b'{"Remotes": [{"rport": "80", "idle_timeout_minutes": "5"}]}',
+     "invalid connection request: idle_timeout_minutes must be a whole number"),
 ])
 async def test_bad_connection_requests_get_a_clear_failure(rportd: Rportd, payload: bytes,
                                                            reply: str) -> None:

@@ -46,6 +46,11 @@ def test_asyncssh_dispatches_global_requests_and_channel_opens_by_method_name() 
     assert list(parameters)[:3] == ["self", "session_factory", "chantype"]
 
 
+def test_asyncssh_checks_packet_length_against_max_recv_pktlen() -> None:
+    assert "self._max_recv_pktlen =" in _source(SSHConnection.__init__)
+    assert "self._pktlen > self._max_recv_pktlen" in _source(SSHConnection._recv_pkthdr)
+
+
 def test_aiohttp_websocket_mask_is_the_fast_one_and_correct() -> None:
     assert aiohttp_internals.MASK_IMPLEMENTATION != "python", "aiohttp's C mask moved"
     data, key = bytearray(os.urandom(1000)), os.urandom(4)

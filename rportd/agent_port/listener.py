@@ -273,7 +273,7 @@ class AgentPort:
             self.admission.release(lifecycle.peer)
             agent = self._unauthenticated.pop(lifecycle, None)
             if agent is not None and new is State.AUTHENTICATED:
-                agent.logged_in()
+                agent.logged_in(self.services.config.server.max_request_bytes_client)
 
     # ------------------------------------------------------------------ shutdown
     def stop_accepting(self) -> None:

@@ -16,6 +16,10 @@ rport-v1 needs four things asyncssh has no public call for. Each private name us
 - Server-opened channels of type `rport` whose extra data is a bare "host:port": opened with
   `SSHTCPChannel._open_forward`, accepted by a method `_process_rport_open` (generated from
   `channel_opens`).
+- Connection requests up to `[server] max_request_bytes_client` (512 KiB by default, as
+  openrport) arrive as one SSH packet, larger than asyncssh's 256 KiB receive limit
+  (`_max_recv_pktlen`, which `_recv_pkthdr` checks): `allow_packets` raises it for a logged-in
+  connection (Go's x/crypto/ssh sends packets of any size).
 - For benchmarks only, a channel whose flow control looks like the Go client's on the wire
   (`go_window_channel`): golang.org/x/crypto/ssh advertises a 2 MiB window and 32 KiB packets and
   sends a WINDOW_ADJUST after every read of up to 32 KiB (about 32,000 small packets per GiB),
@@ -46,7 +50,8 @@ from asyncssh.misc import ProtocolError, ProtocolNotSupported, map_handler_name
 from asyncssh.packet import SSHPacket, UInt32
 
 __all__ = ["SERVER_VERSION", "CLIENT_VERSION", "RportVersionMixin", "reply_global",
-           "send_global_request", "open_rport_channel", "WINDOW", "MAX_PACKET", "go_window_channel"]
+           "send_global_request", "open_rport_channel", "allow_packets", "WINDOW", "MAX_PACKET",
+           "go_window_channel"]
 
 SERVER_VERSION = b"SSH-rport-v1-server"
 CLIENT_VERSION = b"SSH-rport-v1-client"
@@ -143,6 +148,12 @@ class _GoWindowTCPChannel(SSHTCPChannel[bytes]):
 def go_window_channel(conn: SSHConnection, window: int, max_pktsize: int) -> SSHTCPChannel[bytes]:
     """A client tunnel channel with the Go client's window-adjust pattern (benchmarks)."""
     return _GoWindowTCPChannel(conn, conn._loop, None, "strict", window, max_pktsize)
+
+
+def allow_packets(conn: SSHConnection, payload_bytes: int) -> None:
+    """Accept packets carrying up to `payload_bytes` of request payload (plus the request name,
+    padding and MAC) on `conn`; never lowers asyncssh's own limit."""
+    conn._max_recv_pktlen = max(conn._max_recv_pktlen, payload_bytes + 1024)
 
 
 def reply_global(conn: SSHConnection, ok: bool, payload: bytes = b"") -> None:
