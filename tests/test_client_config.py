@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from rportd.agent_port.client_config import MAX_DEPTH, is_secret_key, sanitize_client_configuration
+from rportd.agent_port.client_config import (
+    MAX_DEPTH,
+    MAX_VALUES,
+    is_secret_key,
+    sanitize_client_configuration,
+)
 
 SAMPLE = json.loads((Path(__file__).parent / "samples" /
                      "openrport-0.9.13-new_connection.json").read_bytes())
@@ -75,3 +80,9 @@ def test_depth_is_bounded_and_shapes_are_checked() -> None:
     assert sanitize_client_configuration(None, "") is None
     with pytest.raises(ValueError, match="ClientConfiguration must be an object"):
         sanitize_client_configuration(["a"], "")
+
+
+def test_a_config_too_large_to_keep_is_refused() -> None:
+    with pytest.raises(ValueError, match=f"more than {MAX_VALUES} values"):
+        sanitize_client_configuration({"client": {"tags": [""] * MAX_VALUES}}, "")
+    assert sanitize_client_configuration({"client": {"tags": [""] * 100}}, "") is not None

@@ -241,7 +241,10 @@ async def test_requests_just_under_and_just_over_max_request_bytes_client(world:
 async def test_malformed_fields_of_the_full_request_are_refused_with_a_text(world: World) -> None:
     for changes, reason in (({"NumCPUs": "2"}, "NumCPUs must be a whole number"),
                             ({"Labels": ["a"]}, "Labels must be an object of strings"),
-                            ({"MemoryTotal": -1}, "MemoryTotal must be a whole number")):
+                            ({"MemoryTotal": -1}, "MemoryTotal must be a whole number"),
+                            ({"Tags": [""] * 1001}, "Tags has more than 1000 items"),
+                            ({"ClientConfiguration": {"x": [0] * 20_000}},
+                             "ClientConfiguration has more than 10000 values")):
         with pytest.raises(Exception, match=f"invalid connection request: {reason}"):
             await connect_once(newest(world, sample_with(ID="bad", **changes)))
     conn, _ = await connect_once(newest(world, sample_with(ID="good-after-bad")))

@@ -11,6 +11,7 @@ text (`client.auth` "id:password", `client.auth_user`, `client.auth_pass`). What
   `User` and query (`client.proxy_url`);
 - any string that contains the password the agent logged in with (whatever key holds it);
 - anything nested deeper than `MAX_DEPTH` levels.
+A config of more than `MAX_VALUES` JSON values is refused: it is kept in memory per client.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["sanitize_client_configuration", "MAX_DEPTH", "is_secret_key"]
+__all__ = ["sanitize_client_configuration", "MAX_DEPTH", "MAX_VALUES", "is_secret_key"]
 
 MAX_DEPTH = 16
+MAX_VALUES = 10_000  # the real client's default config has about 130
 _SECRET_WORDS = frozenset({
     "auth", "authorization", "pass", "passwd", "password", "passphrase", "pwd", "pw", "secret",
     "secrets", "token", "tokens", "key", "keys", "apikey", "credential", "credentials", "cookie",
@@ -45,9 +47,24 @@ def sanitize_client_configuration(config: Any, password: str) -> dict[str, Any] 
         return None
     if not isinstance(config, dict):
         raise ValueError("ClientConfiguration must be an object")
+    if _count(config, MAX_VALUES + 1) > MAX_VALUES:
+        raise ValueError(f"ClientConfiguration has more than {MAX_VALUES} values")
     cleaned = _clean(config, password, 0)
     assert isinstance(cleaned, dict)
     return cleaned
+
+
+def _count(value: Any, budget: int) -> int:
+    """How many JSON values `value` holds, counting stops past `budget` (no recursion)."""
+    seen, stack = 0, [value]
+    while stack and seen < budget:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return seen
 
 
 def _clean(value: Any, password: str, depth: int) -> Any:

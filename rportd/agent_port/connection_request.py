@@ -20,7 +20,7 @@ from ..tunnel_spec import PortPool, Remote
 from .client_config import sanitize_client_configuration
 
 __all__ = ["ConnectionRequest", "InvalidRequest", "parse_connection_request", "TEXT_FIELDS",
-           "LIST_FIELDS", "COUNT_FIELDS"]
+           "LIST_FIELDS", "COUNT_FIELDS", "MAX_ITEMS"]
 
 TEXT_FIELDS = {"Name": "name", "OS": "os", "OSArch": "os_arch", "OSFamily": "os_family",
                "OSKernel": "os_kernel", "Hostname": "hostname", "Version": "version",
@@ -31,6 +31,8 @@ TEXT_FIELDS = {"Name": "name", "OS": "os", "OSArch": "os_arch", "OSFamily": "os_
                "CPUVendor": "cpu_vendor", "Timezone": "timezone"}
 LIST_FIELDS = {"IPv4": "ipv4", "IPv6": "ipv6", "Tags": "tags"}
 COUNT_FIELDS = {"NumCPUs": ("num_cpus", 2**31 - 1), "MemoryTotal": ("mem_total", 2**64 - 1)}
+# Kept per client in memory: a 512 KiB list of empty strings would be ~170,000 objects.
+MAX_ITEMS = 1000
 
 
 class InvalidRequest(Exception):
@@ -116,6 +118,8 @@ def _strings(request: dict[str, Any], key: str) -> list[str]:
     value = request.get(key) or []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"{key} must be a list of strings")
+    if len(value) > MAX_ITEMS:
+        raise ValueError(f"{key} has more than {MAX_ITEMS} items")
     return value
 
 
@@ -134,6 +138,8 @@ def _labels(request: dict[str, Any]) -> dict[str, str]:
         return {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise ValueError("Labels must be an object of strings")
+    if len(labels) > MAX_ITEMS:
+        raise ValueError(f"Labels has more than {MAX_ITEMS} items")
     return labels
 
 

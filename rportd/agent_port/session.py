@@ -195,15 +195,15 @@ class AgentSession(asyncssh.SSHServer):
         if self.lifecycle.state is not State.AUTHENTICATED:
             self._reply(False, "client already sent its connection request")
             return
+        password, self._password = self._password, ""
         try:
             request = parse_connection_request(
                 payload, limit=self._services.config.server.max_request_bytes_client,
-                address=self._peer, ports=self._services.ports, password=self._password)
+                address=self._peer, ports=self._services.ports, password=password)
         except InvalidRequest as refusal:
             log.info("agent %s: %s", self._address, refusal)
             self._refuse(str(refusal))
             return
-        self._password = ""
         self.lifecycle.advance(State.REGISTERING)
         client_id = request.client_id or self._default_client_id(request.details)
         self._spawn(self._register_or_refuse(client_id, request.details, request.remotes))
