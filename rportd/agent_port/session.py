@@ -62,6 +62,7 @@ log = logging.getLogger("rportd.agent_port")
 REGISTRATION_TIMEOUT = 10.0
 STORE_RETRY_SECONDS = 15.0  # the Go client waits 30 s for the reply before it retries itself
 LIVENESS_TIMEOUT = 3.0  # how long an agent holding an id may take to answer a ping
+REGISTERING_READ_BUDGET = 64 * 1024  # bytes read from an agent awaiting its answer
 CLEANUP_WAIT = 20.0  # how long cleanup waits for the session's own tasks before cancelling
 T = TypeVar("T")
 
@@ -135,6 +136,8 @@ class AgentSession(asyncssh.SSHServer):
         self._peer = lifecycle.peer  # host:port once connected, as rport shows `address`
         self._password = ""  # held from login until the connection request is parsed
         self._updates_status = NewestOnly(self._save_updates_status, self._spawn)
+        # Set by the listener: read at most N more bytes from the agent (None: no limit).
+        self.limit_reading: Callable[[int | None], None] = lambda budget: None
         self._conn: SSHServerConnection | None = None
         self.credential: ClientCredential | None = None
         self.record: ClientRecord | None = None
@@ -206,6 +209,9 @@ class AgentSession(asyncssh.SSHServer):
             return
         self.lifecycle.advance(State.REGISTERING)
         client_id = request.client_id or self._default_client_id(request.details)
+        # asyncssh queues what arrives while new_connection is unanswered, and the client sends
+        # nothing meanwhile: more than a little would only pile up, so it is not read.
+        self.limit_reading(REGISTERING_READ_BUDGET)
         self._spawn(self._register_or_refuse(client_id, request.details, request.remotes))
 
     def on_ping(self) -> None:
@@ -288,6 +294,8 @@ class AgentSession(asyncssh.SSHServer):
             log.exception("agent %s: registration failed; telling the client to retry",
                           self._address)
             self._refuse_if_open(_try_later_text(client_id))
+        finally:
+            self.limit_reading(None)
 
     def _refuse_if_open(self, text: str) -> None:
         if self.lifecycle.accepting_work:

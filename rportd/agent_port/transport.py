@@ -94,6 +94,7 @@ class AgentSocket(asyncio.Protocol):
         self._held_bytes = 0
         self._released = False
         self._pauses: set[str] = set()  # why the socket is not being read; empty: reading
+        self._budget: int | None = None  # SSH bytes still passed before pausing (None: any)
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,6 +200,10 @@ class AgentSocket(asyncio.Protocol):
             if self._frames >= 3 or self._held is not None:
                 self._hold(payload)
                 return
+        if self._budget is not None:
+            self._budget -= len(payload)
+            if self._budget < 0:
+                self._pause("budget")
         self.ssh.feed(payload)
 
     def _hold(self, payload: bytes | bytearray) -> None:
@@ -233,6 +238,13 @@ class AgentSocket(asyncio.Protocol):
     def peer(self) -> str:
         name = self.raw.get_extra_info("peername") if self.raw is not None else None
         return str(name[0]) if name else ""
+
+    def budget_reading(self, budget: int | None) -> None:
+        """Pass at most `budget` more SSH bytes, then stop reading until called with None. A
+        peer that sends nothing meanwhile is still read, so its hang-up is noticed."""
+        self._budget = budget
+        if budget is None:
+            self._resume("budget")
 
     def logged_in(self, max_request: int) -> None:
         """After authentication, frames may carry any packet SSH allows, and a request of up to
