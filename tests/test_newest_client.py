@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,6 +249,44 @@ async def test_malformed_fields_of_the_full_request_are_refused_with_a_text(worl
         with pytest.raises(Exception, match=f"invalid connection request: {reason}"):
             await connect_once(newest(world, sample_with(ID="bad", **changes)))
     conn, _ = await connect_once(newest(world, sample_with(ID="good-after-bad")))
+    conn.close()
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_flood_while_registration_waits_is_not_read(world: World) -> None:
+    """The client sends nothing until new_connection is answered; a peer that floods meanwhile
+    (here: 24 packets of 512 KiB while the database is locked) is read for 64 KiB, no more."""
+    if world.kind != "sqlite":
+        pytest.skip("locking the database file is the SQLite way to slow a registration")
+    assert world.rportd.proc is not None
+    pid, log_lines = world.rportd.proc.pid, world.rportd.log_text().count("retrying in")
+    conn = await open_ssh(newest(world))
+    before = _rss(pid)
+    locker = sqlite3.connect(str(world.database["db_name"]), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        answer = asyncio.ensure_future(send_global_request(
+            conn, "new_connection", sample_with(ID="flooder")))
+        await asyncio.to_thread(
+            wait_for, lambda: world.rportd.log_text().count("retrying in") > log_lines, 15.0,
+            "a registration retrying on the locked database")
+        for _ in range(24):
+            send_global_notice(conn, "ping", b"x" * (LIMIT - 64))
+        with pytest.raises(AssertionError, match="timed out"):  # 2 s of it: no growth
+            await asyncio.to_thread(wait_for, lambda: _rss(pid) - before > 6 << 20, 2.0)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    ok, _ = await asyncio.wait_for(answer, 15)
+    assert ok, "registered once the database was back"
+    ok, _ = await asyncio.wait_for(send_global_request(conn, "ping", b""), 10)
+    assert ok, "the flood was read after the answer, and the agent is served"
     conn.close()
 
 
