@@ -87,7 +87,7 @@ def newest(world: World, payload: bytes = SAMPLE) -> AgentSettings:
     """Our agent sending `payload` as its connection request, framed and flow-controlled as the
     Go client is (a real WebSocket and SSH connection to the real rportd)."""
     return AgentSettings(parse_server(world.rportd.url), AUTH_ID, PASSWORD, keepalive=0,
-                         wire_pattern="go", raw_request=payload)
+                         wire_pattern="go", go_frames=True, raw_request=payload)
 
 
 def sample_with(**changes: Any) -> bytes:

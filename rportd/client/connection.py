@@ -45,8 +45,8 @@ CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ct
 MACS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha1", "hmac-sha1-96"]
 MAGIC_RETRY = "client is already connected:"
 # "asyncssh": asyncssh's own flow control (a window adjust once half the window is consumed).
-# "go": as the real Go client (x/crypto/ssh) on the wire, for benchmarks and tests: its window
-# adjusts (wire/asyncssh_internals.go_window_channel) and its frames (websocket.GoFramedTransport).
+# "go": as the real Go client (x/crypto/ssh) on the wire, for benchmarks
+# (wire/asyncssh_internals.go_window_channel).
 WIRE_PATTERNS = ("asyncssh", "go")
 
 
@@ -75,6 +75,7 @@ class AgentSettings:
     wire_pattern: str = "asyncssh"
     source_address: str = ""  # the local address to connect from (benchmarks, multi-homed hosts)
     raw_request: bytes = b""  # tests: send these bytes as the connection request instead
+    go_frames: bool = False  # tests: cut WebSocket frames as the Go client does (4 KiB + rest)
 
     def request(self) -> bytes:
         """The newest rport client's ConnectionRequest, field for field (request.py)."""
@@ -182,7 +183,7 @@ async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
     try:
         transport = await connect_websocket(settings.server, f"rport {__version__}",
                                             source_address=settings.source_address,
-                                            go_frames=settings.wire_pattern == "go")
+                                            go_frames=settings.go_frames)
     except (OSError, TimeoutError) as exc:
         raise RetryableError(f"Connection error: {exc}") from exc
     client = _AgentSSHClient(settings.fingerprint)
