@@ -239,15 +239,38 @@ async def test_requests_just_under_and_just_over_max_request_bytes_client(world:
     conn.close()
 
 
-async def test_malformed_fields_of_the_full_request_are_refused_with_a_text(world: World) -> None:
-    for changes, reason in (({"NumCPUs": "2"}, "NumCPUs must be a whole number"),
-                            ({"Labels": ["a"]}, "Labels must be an object of strings"),
-                            ({"MemoryTotal": -1}, "MemoryTotal must be a whole number"),
-                            ({"Tags": [""] * 1001}, "Tags has more than 1000 items"),
-                            ({"ClientConfiguration": {"x": [0] * 20_000}},
-                             "ClientConfiguration has more than 10000 values")):
-        with pytest.raises(Exception, match=f"invalid connection request: {reason}"):
-            await connect_once(newest(world, sample_with(ID="bad", **changes)))
+@pytest.mark.parametrize("payload, reply", [
+    (sample_with(NumCPUs="2"), "invalid connection request: NumCPUs must be a whole number"),
+    (sample_with(MemoryTotal=-1), "invalid connection request: MemoryTotal must be a whole"),
+    (sample_with(MemoryTotal=1.5), "invalid connection request: MemoryTotal must be a whole"),
+    (sample_with(Labels=["a"]), "invalid connection request: Labels must be an object of"),
+    (sample_with(Labels={"a": 1}), "invalid connection request: Labels must be an object of"),
+    (sample_with(OSFullName=12), "invalid connection request: OSFullName must be a string"),
+    (sample_with(Tags=[""] * 1001), "invalid connection request: Tags has more than 1000"),
+    (sample_with(ClientConfiguration=[]), "invalid connection request: ClientConfiguration must"),
+    (sample_with(ClientConfiguration={"x": [0] * 20_000}),
+     "invalid connection request: ClientConfiguration has more than 10000 values"),
+    (b"[" * 900 + b"]" * 900, "invalid connection request: "),
+    (sample_with(Remotes=[{"rport": "53", "protocol": "udp"}]),
+     "can't create tunnel: protocol 'udp' is not supported: rportd tunnels are TCP only"),
+    (sample_with(Remotes=[{"rport": "80", "http_proxy": True}]),
+     "can't create tunnel: http_proxy is not supported by rportd"),
+    (sample_with(Remotes=[{"rport": "80", "idle_timeout_minutes": 5}]),
+     "can't create tunnel: idle_timeout_minutes is not supported by rportd"),
+    (sample_with(Remotes=[{"rport": "80", "protocol": "sctp"}]),
+     "invalid connection request: protocol 'sctp' is not one of tcp, udp, tcp+udp"),
+    (sample_with(Remotes=[{"rport": "80", "protocol": "u" * 900}]),
+     "invalid connection request: protocol 'uuuu"),
+])
+async def test_malformed_fields_of_the_full_request_are_refused_with_a_text(
+        world: World, payload: bytes, reply: str) -> None:
+    conn = await open_ssh(newest(world))
+    ok, text = await asyncio.wait_for(send_global_request(conn, "new_connection", payload), 10)
+    assert not ok and text.decode().startswith(reply) and len(text) < 400, text[:400]
+    await asyncio.wait_for(conn.wait_closed(), 5)
+
+
+async def test_rportd_serves_on_after_malformed_requests(world: World) -> None:
     conn, _ = await connect_once(newest(world, sample_with(ID="good-after-bad")))
     conn.close()
 

@@ -33,6 +33,7 @@ LIST_FIELDS = {"IPv4": "ipv4", "IPv6": "ipv6", "Tags": "tags"}
 COUNT_FIELDS = {"NumCPUs": ("num_cpus", 2**31 - 1), "MemoryTotal": ("mem_total", 2**64 - 1)}
 # Kept per client in memory: a 512 KiB list of empty strings would be ~170,000 objects.
 MAX_ITEMS = 1000
+MAX_REASON = 300
 
 
 class InvalidRequest(Exception):
@@ -69,7 +70,9 @@ def parse_connection_request(payload: bytes, *, limit: int, address: str, ports:
 
 
 def _reason(exc: Exception) -> str:
-    return (exc.detail or str(exc)) if isinstance(exc, RportdError) else str(exc)
+    """The reason, cut short: it may quote what the agent sent, and is logged and answered."""
+    text = (exc.detail or str(exc)) if isinstance(exc, RportdError) else str(exc)
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON] + "..."
 
 
 def _decode(payload: bytes) -> dict[str, Any]:
