@@ -77,8 +77,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "tunnel_write_timeout", "duration", "30s",
             "A tunnel user that reads nothing for this long while data waits is cut off "
             "(1s..1h)."),
-    Setting("server", "max_request_bytes", "int", 2048,
-            "Largest request an agent may send (new_connection payload)."),
+    Setting("server", "max_request_bytes", "int", 10240, "API request bodies when [api] "
+            "max_request_bytes is unset (openrport's meaning); agents: max_request_bytes_client."),
+    Setting("server", "max_request_bytes_client", "int", 512 * 1024, "Largest request an "
+            "agent may send, as openrport (1 KiB..16 MiB; a connection may hold twice this)."),
     Setting("server", "check_port_timeout", "duration", "2s",
             "How long an agent may take to check a tunnel's remote port (at most 1m)."),
     Setting("server", "max_concurrent_handshakes", "int", 32,
@@ -168,6 +170,7 @@ class ServerConfig:
     keep_lost_clients: float
     tunnel_write_timeout: float
     max_request_bytes: int
+    max_request_bytes_client: int
     check_port_timeout: float
     max_concurrent_handshakes: int
     max_handshakes_waiting: int
@@ -316,7 +319,7 @@ def _raw_values(
 ) -> tuple[dict[tuple[str, str], Any], list[str]]:
     """Merge defaults, the TOML document and RPORTD_<SECTION>_<KEY> variables; collect warnings."""
     values: dict[tuple[str, str], Any] = {k: s.default for k, s in _BY_KEY.items()}
-    warnings = []
+    warnings: list[str] = []
     for section, body in document.items():
         if not isinstance(body, Mapping):
             warnings.append(f"unknown top-level key {section!r} ignored")
@@ -421,6 +424,8 @@ def _check_misc(server: ServerConfig, api: ApiConfig, log: LoggingConfig) -> Non
                           f"{log.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if server.max_request_bytes < 128:
         raise ConfigError("[server] max_request_bytes", "must be at least 128")
+    if not 1024 <= server.max_request_bytes_client <= 16 << 20:
+        raise ConfigError("[server] max_request_bytes_client", "must be 1024..16777216 bytes")
     if api.rate_while_tunnels_busy < 0:
         raise ConfigError("[api] rate_while_tunnels_busy", "must be 0 (no limit) or more")
     _check_agent_port_limits(server)
@@ -516,6 +521,11 @@ def _name_environment_source(exc: ConfigError, environ: Mapping[str, str]) -> Co
     return exc
 
 
+def _given(document: Mapping[str, Any], environ: Mapping[str, str], section: str, key: str) -> bool:
+    body = document.get(section)
+    return (isinstance(body, Mapping) and key in body) or f"RPORTD_{section.upper()}_{key.upper()}" in environ
+
+
 def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bool) -> Config:
     values, warnings = _raw_values(document, environ)
 
@@ -533,6 +543,9 @@ def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bo
     raw_api, raw_db = section("api"), section("database")
     raw_api["read_timeout"] = parse_duration(raw_api["read_timeout"], "[api] read_timeout")
     raw_db["db_timeout"] = parse_duration(raw_db["db_timeout"], "[database] db_timeout")
+    if _given(document, environ, "server", "max_request_bytes") and not _given(
+            document, environ, "api", "max_request_bytes"):
+        raw_api["max_request_bytes"] = raw_server["max_request_bytes"]  # rport's key for it
     api = ApiConfig(**raw_api)
     log = LoggingConfig(**section("logging"))
     db = DatabaseConfig(**raw_db)

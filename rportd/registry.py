@@ -35,8 +35,15 @@ MAX_ID_LENGTH = 150  # clients.id is VARCHAR(150) in migrations/mysql/0002_clien
 
 log = logging.getLogger("rportd.registry")
 
-_DETAIL_FIELDS = ("name", "os", "os_arch", "os_family", "os_kernel", "hostname", "ipv4", "ipv6",
-                  "tags", "version", "address")
+# What an agent reports, in rport's client JSON order, with the value a client that did not
+# report it shows (the 2021 client sends none of the fields from os_full_name to session_id).
+_DETAIL_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("name", ""), ("os", ""), ("os_arch", ""), ("os_family", ""), ("os_kernel", ""),
+    ("os_full_name", ""), ("os_version", ""), ("os_virtualization_system", ""),
+    ("os_virtualization_role", ""), ("cpu_family", ""), ("cpu_model", ""), ("cpu_model_name", ""),
+    ("cpu_vendor", ""), ("num_cpus", 0), ("mem_total", 0), ("timezone", ""), ("hostname", ""),
+    ("ipv4", []), ("ipv6", []), ("tags", []), ("labels", {}), ("version", ""), ("address", ""),
+    ("session_id", ""), ("updates_status", None), ("client_configuration", None))
 
 
 TunnelEdit = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
@@ -96,8 +103,8 @@ class ClientRecord:
     def to_json(self, with_tenant: bool = True) -> dict[str, Any]:
         """rport's client JSON (plus `tenant` under multi-tenancy)."""
         body: dict[str, Any] = {"id": self.id}
-        for name in _DETAIL_FIELDS:
-            body[name] = self.details.get(name, [] if name in ("ipv4", "ipv6", "tags") else "")
+        for name, missing in _DETAIL_FIELDS:
+            body[name] = self.details.get(name, type(missing)() if missing is not None else None)
         body.update(tunnels=list(self.tunnels), disconnected_at=self.disconnected_at,
                     connection_state="connected" if self.connected else "disconnected",
                     client_auth_id=self.client_auth_id)
@@ -184,6 +191,11 @@ class Registry:
         async with self._lock(record.tenant, record.id):
             counter = max(next_tunnel_id or 1, record.next_tunnel_id)
             await self._commit(record, tunnels=edit(list(record.tunnels)), next_tunnel_id=counter)
+
+    async def update_details(self, record: ClientRecord, changes: dict[str, Any]) -> None:
+        """Persist what a registered agent reports later (its updates_status), then publish."""
+        async with self._lock(record.tenant, record.id):
+            await self._commit(record, details={**record.details, **changes})
 
     async def forget_tunnel(self, record: ClientRecord, tunnel_id: str) -> bool:
         """Drop a disconnected client's tunnel so it is not re-established on reconnect."""

@@ -14,16 +14,25 @@ from typing import Any
 from .config import PortRange
 from .errors import BadRequest, Conflict
 
-__all__ = ["Remote", "Acl", "PortPool", "parse_remote_spec", "TunnelError", "join_host_port"]
+__all__ = ["Remote", "Acl", "PortPool", "parse_remote_spec", "TunnelError", "join_host_port",
+           "split_protocol", "PROTOCOLS", "take_matching"]
 
 
 class TunnelError(Conflict):
     """A tunnel could not be set up (port in use, excluded, pool exhausted)."""
 
 
+PROTOCOLS = ("tcp", "udp", "tcp+udp")  # openrport's; rportd tunnels TCP only
+# openrport's newer Remote keys rportd accepts without acting on them: `owner` and `tunnel_url`
+# are the server's to set; `auth_user` / `auth_password` guard http_proxy tunnels, which rportd
+# refuses, so the password is never kept (nor stored, nor shown).
+_IGNORED_TEXT = ("owner", "tunnel_url", "auth_user", "auth_password")
+
+
 @dataclass
 class Remote:
-    """rport's share/remote.go Remote, as JSON: lhost, lport, rhost, rport, lport_random, scheme, acl."""
+    """rport's Remote as JSON: lhost, lport, rhost, rport, lport_random, scheme, acl (2021), and
+    openrport's name, protocol, idle_timeout_minutes, auto_close, http_proxy, host_header."""
 
     lhost: str
     lport: str
@@ -32,6 +41,12 @@ class Remote:
     lport_random: bool = False
     scheme: str | None = None
     acl: str | None = None
+    name: str = ""
+    protocol: str = "tcp"
+    idle_timeout_minutes: int = 0
+    auto_close: int = 0  # Go nanoseconds
+    http_proxy: bool = False
+    host_header: str = ""
 
     @classmethod
     def from_json(cls, data: Any) -> Remote:
@@ -41,11 +56,29 @@ class Remote:
             raise BadRequest("a remote must be a JSON object")
         if "rport" not in data:
             raise BadRequest("a remote needs rport")
+        for key in _IGNORED_TEXT:
+            _text(data, key)
         remote = cls(_text(data, "lhost"), _text(data, "lport"), _text(data, "rhost"),
                      _text(data, "rport"), _flag(data, "lport_random"),
-                     _text(data, "scheme") or None, _text(data, "acl") or None)
+                     _text(data, "scheme") or None, _text(data, "acl") or None,
+                     _text(data, "name"), _text(data, "protocol").lower() or "tcp",
+                     _number(data, "idle_timeout_minutes"), _number(data, "auto_close"),
+                     _flag(data, "http_proxy"), _text(data, "host_header"))
         remote.validate()
         return remote
+
+    def check_supported(self) -> None:
+        """What openrport's server does and rportd does not: refused with a clear text."""
+        if self.protocol != "tcp":
+            raise BadRequest(f"protocol {self.protocol!r} is not supported: rportd tunnels are "
+                             "TCP only", code="ERR_CODE_TUNNEL_PROTOCOL_UNSUPPORTED")
+        unsupported = [name for name, used in (("http_proxy", self.http_proxy),
+                                               ("idle_timeout_minutes", self.idle_timeout_minutes),
+                                               ("auto_close", self.auto_close)) if used]
+        if unsupported:
+            raise BadRequest(f"{', '.join(unsupported)} is not supported by rportd (tunnels "
+                             "stay open until deleted, without an HTTP proxy)",
+                             code="ERR_CODE_TUNNEL_OPTION_UNSUPPORTED")
 
     @property
     def target(self) -> str:
@@ -58,6 +91,8 @@ class Remote:
                 raise BadRequest(f"{name} {value!r} is not a port 1..65535")
         if not self.rport:
             raise BadRequest("the remote port is required")
+        if self.protocol not in PROTOCOLS:
+            raise BadRequest(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         for name, host in (("lhost", self.lhost), ("rhost", self.rhost)):
             if any(c.isspace() or c in "[]/" for c in host) or len(host) > 255:
                 raise BadRequest(f"{name} {host!r} is not a host name or IP address")
@@ -79,7 +114,19 @@ class Remote:
 
     def to_json(self) -> dict[str, Any]:
         return {"lhost": self.lhost, "lport": self.lport, "rhost": self.rhost, "rport": self.rport,
-                "lport_random": self.lport_random, "scheme": self.scheme, "acl": self.acl}
+                "lport_random": self.lport_random, "scheme": self.scheme, "acl": self.acl,
+                "name": self.name, "protocol": self.protocol}
+
+
+def take_matching(previous: list[tuple[str, Remote]],
+                  wanted: Remote) -> tuple[str, Remote] | None:
+    """Remove and return the earlier tunnel (id, remote) that `wanted` asks for again, if any."""
+    for index, (_, earlier) in enumerate(previous):
+        same_target = (earlier.rhost, earlier.rport) == (wanted.rhost or "127.0.0.1", wanted.rport)
+        same_port = earlier.lport == wanted.lport or (not wanted.lport and earlier.lport_random)
+        if same_target and same_port:
+            return previous.pop(index)
+    return None
 
 
 def _text(data: dict[str, Any], key: str) -> str:
@@ -90,6 +137,13 @@ def _text(data: dict[str, Any], key: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise BadRequest(f"{key} must be a string")
     return str(value)
+
+
+def _number(data: dict[str, Any], key: str) -> int:
+    value = data.get(key) or 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"{key} must be a whole number 0 or more")
+    return value
 
 
 def _flag(data: dict[str, Any], key: str) -> bool:
@@ -104,8 +158,19 @@ def join_host_port(host: str, port: str | int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def split_protocol(target: str) -> tuple[str, str]:
+    """openrport's `.../tcp`, `.../udp`, `.../tcp+udp` suffix (remotes and a channel's target):
+    (the rest, the protocol); "tcp" without one."""
+    rest, slash, protocol = target.rpartition("/")
+    if slash and protocol.lower() in PROTOCOLS:
+        return rest, protocol.lower()
+    return target, "tcp"
+
+
 def parse_remote_spec(spec: str) -> Remote:
-    """rport's client syntax: A:B:C:D, B:C:D (lhost 0.0.0.0), C:D (random local), D."""
+    """rport's client syntax: A:B:C:D, B:C:D (lhost 0.0.0.0), C:D (random local), D; each may
+    end in openrport's /tcp or /udp."""
+    spec, protocol = split_protocol(spec)
     parts = spec.rsplit(":", 3) if spec.count(":") <= 3 else _split_ipv6(spec)
     if len(parts) == 4:
         remote = Remote(parts[0], parts[1], parts[2], parts[3])
@@ -115,6 +180,7 @@ def parse_remote_spec(spec: str) -> Remote:
         remote = Remote("", "", parts[0], parts[1])
     else:
         remote = Remote("", "", "0.0.0.0", parts[0])
+    remote.protocol = protocol
     remote.validate()
     return remote
 

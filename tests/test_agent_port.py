@@ -23,7 +23,7 @@ SEED_FINGERPRINT = "36:98:56:12:f3:dc:e5:8d:ac:96:48:23:b6:f0:42:15"
 
 @pytest.fixture
 def rportd(tmp_path: Path) -> Iterator[Rportd]:
-    server = Rportd(tmp_path, {"server": {"auth": "c1:secret", "max_request_bytes": 512}}).start()
+    server = Rportd(tmp_path, {"server": {"auth": "c1:secret", "max_request_bytes_client": 1024}}).start()
     yield server
     server.stop()
 
@@ -107,7 +107,7 @@ async def test_server_banner_is_rports(rportd: Rportd) -> None:
 
 
 @pytest.mark.parametrize("payload, reply", [
-    (b'{"ID":"' + b"x" * 600 + b'"}', "invalid connection request: larger than 512 bytes"),
+    (b'{"ID":"' + b"x" * 1100 + b'"}', "invalid connection request: larger than 1024 bytes"),
     (b"{not json", "invalid connection request:"),
     (b'["a list"]', "invalid connection request: not a JSON object"),
     (b'{"ID": 42}', "invalid connection request: ID must be a string"),

@@ -309,3 +309,16 @@ def test_personal_token_works_only_in_its_owners_tenant(world: World) -> None:
         assert refused.status == 401 and refused.error_code == "ERR_CODE_INVALID_TOKEN"
     finally:
         world.sql("UPDATE users SET tenant = ? WHERE username = ?", (world.other, "gina"))
+
+# ---------------------------------------------------------------- the newest clients' fields
+
+
+@pytest.mark.parametrize("field", ["num_cpus", "mem_total", "timezone", "session_id",
+                                   "os_full_name", "cpu_vendor", "labels"])
+def test_filters_on_the_newest_clients_fields_stay_inside_the_tenant(world: World,
+                                                                     field: str) -> None:
+    """Our agents report the newest client's fields; a filter on one never reaches across."""
+    for user, own in (("alice", ["jonly", "x"]), ("gina", ["gonly", "x"]), ("nobody", [])):
+        listed = world.request("GET", f"/api/v1/clients?filter[{field}]=*,", user)
+        expected = own if field != "labels" else []  # no labels: nothing matches
+        assert listed.status == 200 and ids(listed.body) == expected, (user, field)

@@ -223,7 +223,8 @@ def test_defaults_are_rports() -> None:
     assert config.server.address == "0.0.0.0:8080"
     assert [(r.first, r.last) for r in config.server.excluded_ports] == [(1, 1024)]
     assert config.server.keep_lost_clients == 3600
-    assert config.server.max_request_bytes == 2048
+    assert config.server.max_request_bytes == 10240  # openrport's, for API bodies
+    assert config.server.max_request_bytes_client == 512 * 1024
     assert config.server.check_port_timeout == 2
 
 

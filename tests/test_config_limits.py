@@ -29,7 +29,26 @@ LIMITS = {
     "db_timeout_too_long": ({"database": {"db_timeout": "2m"}}, ("[database] db_timeout", "1m")),
     "listing_cache_negative": ({"api": {"listing_cache_bytes": -1}},
                                ("[api] listing_cache_bytes", "0")),
+    "agent_request_limit_too_small": ({"server": {"max_request_bytes_client": 100}},
+                                      ("[server] max_request_bytes_client", "1024..16777216")),
+    "agent_request_limit_too_large": ({"server": {"max_request_bytes_client": 64 << 20}},
+                                      ("[server] max_request_bytes_client", "1024..16777216")),
 }
+
+
+def test_rports_server_max_request_bytes_limits_the_api_not_agents() -> None:
+    """rport 2021 applied [server] max_request_bytes to agents and API bodies, openrport to API
+    bodies only: rportd takes it for the API unless [api] max_request_bytes is set; agents have
+    max_request_bytes_client whatever it says (the newest client's request is 2.4 KB)."""
+    old = build_config({"server": {"allow_root": True, "max_request_bytes": 2048}}, {})
+    assert old.api.max_request_bytes == 2048
+    assert old.server.max_request_bytes_client == 512 * 1024
+    both = build_config({"server": {"allow_root": True, "max_request_bytes": 2048},
+                         "api": {"max_request_bytes": 4096}}, {})
+    assert both.api.max_request_bytes == 4096
+    env = build_config({"server": {"allow_root": True}}, {"RPORTD_SERVER_MAX_REQUEST_BYTES": "3000"})
+    assert env.api.max_request_bytes == 3000
+    assert build_config({"server": {"allow_root": True}}, {}).api.max_request_bytes == 10240
 
 
 @pytest.mark.parametrize("rule", sorted(LIMITS))

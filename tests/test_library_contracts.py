@@ -39,11 +39,17 @@ def test_asyncssh_dispatches_global_requests_and_channel_opens_by_method_name() 
     # reply_global pops the request it answers, then lets asyncssh serve the next one
     assert "handler, packet, _ = self._global_request_queue[0]" in _source(
         SSHConnection._service_next_global_request)
+    assert "want_reply" in inspect.signature(SSHConnection._send_global_request).parameters
     for method in ("_make_global_request", "_service_next_global_request", "send_packet",
                    "get_owner", "create_tcp_channel"):
         assert callable(getattr(SSHConnection, method)), method
     parameters = inspect.signature(SSHTCPChannel._open_forward).parameters
     assert list(parameters)[:3] == ["self", "session_factory", "chantype"]
+
+
+def test_asyncssh_checks_packet_length_against_max_recv_pktlen() -> None:
+    assert "self._max_recv_pktlen =" in _source(SSHConnection.__init__)
+    assert "self._pktlen > self._max_recv_pktlen" in _source(SSHConnection._recv_pkthdr)
 
 
 def test_aiohttp_websocket_mask_is_the_fast_one_and_correct() -> None:

@@ -231,6 +231,7 @@ class AgentPort:
     def _start_ssh(self, agent: AgentSocket, lifecycle: Lifecycle) -> AgentSession:
         assert agent.ssh is not None
         session = AgentSession(self.services, lifecycle)
+        session.limit_reading = agent.budget_reading
         options = copy.copy(self._options)  # shared settings; only the session differs
         options.protocol_factory = lambda: session
         conn = RportServerConnection(asyncio.get_running_loop(), options)
@@ -273,7 +274,7 @@ class AgentPort:
             self.admission.release(lifecycle.peer)
             agent = self._unauthenticated.pop(lifecycle, None)
             if agent is not None and new is State.AUTHENTICATED:
-                agent.logged_in()
+                agent.logged_in(self.services.config.server.max_request_bytes_client)
 
     # ------------------------------------------------------------------ shutdown
     def stop_accepting(self) -> None:

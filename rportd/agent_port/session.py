@@ -2,7 +2,8 @@
 
 Data flow: auth (credential + tenant) -> `new_connection` -> registry -> tunnels. Every SSH hook
 denies unless a rule here allows it: the agent may not open channels, only password auth exists,
-and nothing but `new_connection`, `ping` and `cmd_result` is understood.
+and only the requests in `RportServerConnection.global_requests` are understood (any other one
+that wants a reply gets a failure). The connection request is parsed in connection_request.py.
 
 The connection's `Lifecycle` (lifecycle.py) decides what is still accepted: once it is closing,
 no tunnel, channel or registry write starts, and every step re-checks after each await. The
@@ -37,17 +38,20 @@ from asyncssh.connection import SSHServerConnection
 from ..auth.clients import ClientAuth, ClientCredential
 from ..config import Config
 from ..errors import BadRequest, RportdError, StoreError
-from ..registry import MAX_ID_LENGTH, AlreadyConnected, ClientRecord, IdTaken, Registry
-from ..tunnel_spec import PortPool, Remote, TunnelError
+from ..registry import AlreadyConnected, ClientRecord, IdTaken, Registry
+from ..tunnel_spec import PortPool, Remote, TunnelError, join_host_port, take_matching
 from ..wire.asyncssh_internals import (
     SERVER_VERSION,
     RportVersionMixin,
+    allow_packets,
     open_rport_channel,
     reply_global,
     send_global_request,
 )
 from ..wire.pipe import Pipe, TrafficMeter
+from .connection_request import InvalidRequest, parse_connection_request
 from .lifecycle import Lifecycle, State
+from .reports import UNSOLICITED, InvalidReport, NewestOnly, parse_updates_status
 from .tunnels import Tunnel
 
 __all__ = ["AgentServices", "AgentSession", "RportServerConnection", "REGISTRATION_TIMEOUT",
@@ -58,11 +62,9 @@ log = logging.getLogger("rportd.agent_port")
 REGISTRATION_TIMEOUT = 10.0
 STORE_RETRY_SECONDS = 15.0  # the Go client waits 30 s for the reply before it retries itself
 LIVENESS_TIMEOUT = 3.0  # how long an agent holding an id may take to answer a ping
+REGISTERING_READ_BUDGET = 64 * 1024  # bytes read from an agent awaiting its answer
 CLEANUP_WAIT = 20.0  # how long cleanup waits for the session's own tasks before cancelling
 T = TypeVar("T")
-_LIST_FIELDS = {"IPv4": "ipv4", "IPv6": "ipv6", "Tags": "tags"}
-_TEXT_FIELDS = {"Name": "name", "OS": "os", "OSArch": "os_arch", "OSFamily": "os_family",
-                "OSKernel": "os_kernel", "Hostname": "hostname", "Version": "version"}
 
 
 @dataclass
@@ -89,7 +91,9 @@ class RportServerConnection(RportVersionMixin, SSHServerConnection):
 
     rport_version = SERVER_VERSION
     global_requests: ClassVar[dict[str, str]] = {
-        "new_connection": "_on_new_connection", "ping": "_on_ping", "cmd_result": "_on_cmd_result"}
+        "new_connection": "_on_new_connection", "ping": "_on_ping", "cmd_result": "_on_cmd_result",
+        "updates_status": "_on_updates_status", "save_measurement": "_on_save_measurement",
+        "ip_addresses": "_on_ip_addresses"}
 
     @property
     def _session(self) -> AgentSession:
@@ -103,6 +107,15 @@ class RportServerConnection(RportVersionMixin, SSHServerConnection):
 
     def _on_cmd_result(self, payload: bytes) -> None:
         self._session.on_cmd_result(payload)
+
+    def _on_updates_status(self, payload: bytes) -> None:
+        self._session.on_updates_status(payload)
+
+    def _on_save_measurement(self, payload: bytes) -> None:
+        self._session.on_unsolicited("save_measurement", payload)
+
+    def _on_ip_addresses(self, payload: bytes) -> None:
+        self._session.on_unsolicited("ip_addresses", payload)
 
     def pause_writing(self) -> None:
         """The transport to the agent is full (asyncssh ignores this): stop reading every tunnel
@@ -120,6 +133,11 @@ class AgentSession(asyncssh.SSHServer):
         self._services = services
         self.lifecycle = lifecycle
         self._address = lifecycle.peer
+        self._peer = lifecycle.peer  # host:port once connected, as rport shows `address`
+        self._password = ""  # held from login until the connection request is parsed
+        self._updates_status = NewestOnly(self._save_updates_status, self._spawn)
+        # Set by the listener: read at most N more bytes from the agent (None: no limit).
+        self.limit_reading: Callable[[int | None], None] = lambda budget: None
         self._conn: SSHServerConnection | None = None
         self.credential: ClientCredential | None = None
         self.record: ClientRecord | None = None
@@ -133,6 +151,9 @@ class AgentSession(asyncssh.SSHServer):
     # ------------------------------------------------------------------ asyncssh hooks
     def connection_made(self, conn: SSHServerConnection) -> None:
         self._conn = conn
+        peer = conn.get_extra_info("peername")
+        if peer:
+            self._peer = join_host_port(str(peer[0]), peer[1])
 
     def begin_auth(self, username: str) -> bool:
         """Called at the first auth request, right after the key exchange; True: authentication
@@ -153,9 +174,13 @@ class AgentSession(asyncssh.SSHServer):
         if not self._services.config.server.multi_tenancy:
             credential = ClientCredential(credential.id, "")
         self.credential = credential
+        self._password = password  # the newest client repeats it in its connection request
         return True
 
     def auth_completed(self) -> None:
+        """Called synchronously once login succeeded, before the agent's next packet is read:
+        from here a request up to max_request_bytes_client fits in one packet."""
+        allow_packets(self._require_conn(), self._services.config.server.max_request_bytes_client)
         self.lifecycle.advance(State.AUTHENTICATED)
         loop = asyncio.get_running_loop()
         self._timeout = loop.call_later(REGISTRATION_TIMEOUT, self._registration_overdue)
@@ -173,37 +198,21 @@ class AgentSession(asyncssh.SSHServer):
         if self.lifecycle.state is not State.AUTHENTICATED:
             self._reply(False, "client already sent its connection request")
             return
+        password, self._password = self._password, ""
         try:
-            client_id, details, remotes = self._parse(payload)
-        except _Refusal as refusal:
+            request = parse_connection_request(
+                payload, limit=self._services.config.server.max_request_bytes_client,
+                address=self._peer, ports=self._services.ports, password=password)
+        except InvalidRequest as refusal:
+            log.info("agent %s: %s", self._address, refusal)
             self._refuse(str(refusal))
             return
         self.lifecycle.advance(State.REGISTERING)
-        client_id = client_id or self._default_client_id(details)
-        self._spawn(self._register_or_refuse(client_id, details, remotes))
-
-    def _parse(self, payload: bytes) -> tuple[str, dict[str, Any], list[Remote]]:
-        """Everything wrong with a request is found here, before any registry write."""
-        limit = self._services.config.server.max_request_bytes
-        if len(payload) > limit:
-            raise _Refusal(f"invalid connection request: larger than {limit} bytes")
-        try:
-            request = json.loads(payload)
-            if not isinstance(request, dict):
-                raise ValueError("not a JSON object")
-            details, remotes = _parse_request(request, self._address)
-        except (ValueError, RportdError) as exc:
-            raise _Refusal(f"invalid connection request: {exc}") from None
-        client_id = str(request.get("ID") or "")
-        if len(client_id) > MAX_ID_LENGTH:
-            raise _Refusal(f"invalid connection request: ID is longer than {MAX_ID_LENGTH} "
-                           "characters")
-        for remote in remotes:
-            try:
-                remote.check_local(self._services.ports)
-            except RportdError as exc:
-                raise _Refusal(f"can't create tunnel: {exc.detail or exc}") from None
-        return client_id, details, remotes
+        client_id = request.client_id or self._default_client_id(request.details)
+        # asyncssh queues what arrives while new_connection is unanswered, and the client sends
+        # nothing meanwhile: more than a little would only pile up, so it is not read.
+        self.limit_reading(REGISTERING_READ_BUDGET)
+        self._spawn(self._register_or_refuse(client_id, request.details, request.remotes))
 
     def on_ping(self) -> None:
         if self.record is None:
@@ -215,6 +224,32 @@ class AgentSession(asyncssh.SSHServer):
         # Commands are not part of rportd yet; the result is acknowledged and dropped.
         log.info("agent %s: ignoring cmd_result (%d bytes)", self._address, len(payload))
         reply_global(self._require_conn(), True)
+
+    def on_updates_status(self, payload: bytes) -> None:
+        """openrport's report of pending OS updates (no reply wanted), kept on the client."""
+        if self.record is None:
+            self._reply(False, "expecting connection request")
+            return
+        try:
+            status = parse_updates_status(
+                payload, self._services.config.server.max_request_bytes_client)
+        except InvalidReport as exc:
+            log.info("agent %s: ignoring updates_status: %s", self._address, exc)
+            self._reply(False, f"invalid updates_status: {exc}")
+            return
+        self._reply(True)
+        self._updates_status.offer(status)
+
+    async def _save_updates_status(self, status: dict[str, Any]) -> None:
+        assert self.record is not None
+        await self._services.registry.update_details(self.record, {"updates_status": status})
+
+    def on_unsolicited(self, kind: str, payload: bytes) -> None:
+        """save_measurement / ip_addresses: never asked for (no put_capabilities), so dropped
+        unread; a failure text if a reply is wanted (the client wants none)."""
+        log.debug("agent %s: dropping an unsolicited %s (%d bytes)", self._address, kind,
+                  len(payload))
+        self._reply(False, UNSOLICITED[kind])
 
     def _reply(self, ok: bool, text: str = "", payload: bytes | None = None) -> None:
         reply_global(self._require_conn(), ok, payload if payload is not None else text.encode())
@@ -259,6 +294,8 @@ class AgentSession(asyncssh.SSHServer):
             log.exception("agent %s: registration failed; telling the client to retry",
                           self._address)
             self._refuse_if_open(_try_later_text(client_id))
+        finally:
+            self.limit_reading(None)
 
     def _refuse_if_open(self, text: str) -> None:
         if self.lifecycle.accepting_work:
@@ -339,7 +376,7 @@ class AgentSession(asyncssh.SSHServer):
         previous = [(str(t.get("id", "")), Remote.from_json(t)) for t in record.tunnels]
         made: list[Tunnel | None] = []
         for remote in requested:
-            earlier = _take_matching(previous, remote)
+            earlier = take_matching(previous, remote)
             if earlier is not None and not remote.lport:
                 remote = dataclasses.replace(remote, lhost=earlier[1].lhost,
                                              lport=earlier[1].lport, lport_random=True)
@@ -563,33 +600,3 @@ def _try_later_text(client_id: str) -> str:
     return (f'client is already connected: "{client_id}" cannot be registered now (the server\'s '
             "database is unavailable); retry later")
 
-
-def _take_matching(previous: list[tuple[str, Remote]],
-                   wanted: Remote) -> tuple[str, Remote] | None:
-    """Remove and return the earlier tunnel (id, remote) that `wanted` asks for again, if any."""
-    for index, (_, earlier) in enumerate(previous):
-        same_target = (earlier.rhost, earlier.rport) == (wanted.rhost or "127.0.0.1", wanted.rport)
-        same_port = earlier.lport == wanted.lport or (not wanted.lport and earlier.lport_random)
-        if same_target and same_port:
-            return previous.pop(index)
-    return None
-
-
-def _parse_request(request: dict[str, Any], address: str) -> tuple[dict[str, Any], list[Remote]]:
-    details: dict[str, Any] = {"address": address}
-    for key, name in _TEXT_FIELDS.items():
-        value = request.get(key) or ""
-        if not isinstance(value, str):
-            raise ValueError(f"{key} must be a string")
-        details[name] = value
-    for key, name in _LIST_FIELDS.items():
-        value = request.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{key} must be a list of strings")
-        details[name] = value
-    if not isinstance(request.get("ID") or "", str):
-        raise ValueError("ID must be a string")
-    remotes = request.get("Remotes") or []
-    if not isinstance(remotes, list):
-        raise ValueError("Remotes must be a list")
-    return details, [Remote.from_json(r) for r in remotes]

@@ -6,11 +6,13 @@ control has one owner: asyncssh pausing its reads pauses the socket's, and a ful
 toward a slow agent pauses the tunnels feeding it (`WriteGate`).
 
 Memory one connection can make rportd hold, whatever the peer sends: the request head
-(`MAX_HEAD`, 8 KiB), one incomplete frame (16 KiB before login, 257 KiB after), SSH bytes that
-arrive before the key exchange starts (`_MAX_EARLY`, 64 KiB; reading pauses beyond it), plus
-asyncssh's own buffer of one packet. Toward the agent: while more than 256 KiB wait to be sent,
-the socket is not read (and pings are not answered), so a peer that sends without reading cannot
-make rportd queue answers without bound.
+(`MAX_HEAD`, 8 KiB), one incomplete frame (16 KiB before login; after it 257 KiB or
+`max_request_bytes_client` plus 2 KiB, whichever is larger), SSH bytes that arrive before the key
+exchange starts (`_MAX_EARLY`, 64 KiB; reading pauses beyond it), plus asyncssh's own buffer of
+one packet (256 KiB before login, `max_request_bytes_client` plus 1 KiB after: a connection
+request is one packet, which the Go client writes as one frame beyond its first 4 KiB). Toward
+the agent: while more than 256 KiB wait to be sent, the socket is not read (and pings are not
+answered), so a peer that sends without reading cannot make rportd queue answers without bound.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class AgentSocket(asyncio.Protocol):
         self._held_bytes = 0
         self._released = False
         self._pauses: set[str] = set()  # why the socket is not being read; empty: reading
+        self._budget: int | None = None  # SSH bytes still passed before pausing (None: any)
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -197,6 +200,10 @@ class AgentSocket(asyncio.Protocol):
             if self._frames >= 3 or self._held is not None:
                 self._hold(payload)
                 return
+        if self._budget is not None:
+            self._budget -= len(payload)
+            if self._budget < 0:
+                self._pause("budget")
         self.ssh.feed(payload)
 
     def _hold(self, payload: bytes | bytearray) -> None:
@@ -232,9 +239,17 @@ class AgentSocket(asyncio.Protocol):
         name = self.raw.get_extra_info("peername") if self.raw is not None else None
         return str(name[0]) if name else ""
 
-    def logged_in(self) -> None:
-        """After authentication, frames may carry packets of any size SSH allows."""
-        self._parser.max_payload = MAX_FRAME_PAYLOAD
+    def budget_reading(self, budget: int | None) -> None:
+        """Pass at most `budget` more SSH bytes, then stop reading until called with None. A
+        peer that sends nothing meanwhile is still read, so its hang-up is noticed."""
+        self._budget = budget
+        if budget is None:
+            self._resume("budget")
+
+    def logged_in(self, max_request: int) -> None:
+        """After authentication, frames may carry any packet SSH allows, and a request of up to
+        `max_request` bytes (one packet, so one frame) with its SSH framing."""
+        self._parser.max_payload = max(MAX_FRAME_PAYLOAD, max_request + 2048)
 
     def abort(self) -> None:
         if self.raw is not None:

@@ -23,13 +23,19 @@ __all__ = ["ListingCache", "LISTINGS", "list_clients", "get_client", "delete_cli
            "put_tunnel", "delete_tunnel"]
 
 FILTERABLE = ("id", "name", "os", "hostname", "tags", "connection_state", "os_kernel",
-              "os_family", "client_auth_id")
+              "os_family", "client_auth_id", "os_arch", "os_full_name", "os_version",
+              "os_virtualization_system", "os_virtualization_role", "cpu_family", "cpu_model",
+              "cpu_model_name", "cpu_vendor", "num_cpus", "mem_total", "timezone", "ipv4", "ipv6",
+              "labels", "version", "address", "session_id")
 SORTABLE = ("id", "name", "os", "hostname", "connection_state", "disconnected_at")
 MAX_PAGE = 1000
 
 
 def _matches(body: dict[str, Any], field: str, patterns: list[str]) -> bool:
+    """Any value (a list's items; a labels object's `key: value` pairs) matching any pattern."""
     value = body.get(field)
+    if isinstance(value, dict):
+        value = [f"{k}: {v}" for k, v in value.items()]
     values = value if isinstance(value, list) else [value]
     return any(fnmatch.fnmatchcase(str(v), p) for v in values for p in patterns)
 

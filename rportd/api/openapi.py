@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import __version__
 from ..auth.tokens import MAX_LIFETIME
+from .clients import FILTERABLE
 
 __all__ = ["openapi_spec", "classified"]
 
@@ -86,9 +87,8 @@ def _client_paths() -> dict[str, Any]:
             _query("page[limit]", "at most 1000", {"type": "integer", "minimum": 1,
                                                    "maximum": 1000}),
             _query("page[offset]", "skip", {"type": "integer", "minimum": 0}),
-            _query("filter[id]", "comma-separated, * wildcards; also name, os, hostname, "
-                                 "tags, connection_state, os_kernel, os_family, "
-                                 "client_auth_id")])},
+            _query("filter[id]", "comma-separated, * wildcards; also "
+                                 + ", ".join(FILTERABLE[1:]) + " (labels as `key: value`)")])},
         "/api/v1/clients/{id}": {
             "get": _op("getClient", "One client", params=[client_id],
                        errors=("404", *_AUTHED)),

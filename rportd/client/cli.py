@@ -18,7 +18,7 @@ from .websocket import parse_server
 __all__ = ["main", "settings_from"]
 
 _KNOWN = {
-    "client": {"server", "auth", "id", "name", "tags", "remotes", "fingerprint"},
+    "client": {"server", "auth", "id", "name", "tags", "labels", "remotes", "fingerprint"},
     "connection": {"keep_alive", "max_retry_count", "max_retry_interval"},
     "logging": {"log_file", "log_level"},
 }
@@ -75,6 +75,7 @@ def settings_from(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, An
         server=parse_server(server), auth_id=auth_id, password=password,
         client_id=args.client_id or client.get("id", ""), name=args.name or client.get("name", ""),
         tags=args.tags or list(client.get("tags", [])), remotes=remotes,
+        labels={str(k): str(v) for k, v in dict(client.get("labels", {})).items()},
         fingerprint=args.fingerprint or client.get("fingerprint", ""),
         keepalive=parse_duration(keepalive, "keepalive"),
         max_retry_count=(args.max_retry_count if args.max_retry_count is not None

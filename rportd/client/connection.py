@@ -16,6 +16,7 @@ from asyncssh import SSHTCPChannel
 from asyncssh.connection import SSHClientConnection
 
 from .. import __version__
+from ..tunnel_spec import split_protocol
 from ..wire.asyncssh_internals import (
     CLIENT_VERSION,
     MAX_PACKET,
@@ -27,7 +28,7 @@ from ..wire.asyncssh_internals import (
 )
 from ..wire.hostkey import fingerprint
 from ..wire.pipe import Pipe
-from .sysinfo import system_details
+from .request import connection_request
 from .websocket import ServerAddress, connect_websocket
 
 __all__ = ["AgentSettings", "run_agent", "connect_once", "open_ssh", "register", "AgentExit",
@@ -65,6 +66,7 @@ class AgentSettings:
     client_id: str = ""
     name: str = ""
     tags: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
     remotes: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: str = ""
     keepalive: float = 30.0
@@ -72,15 +74,12 @@ class AgentSettings:
     max_retry_interval: float = 300.0
     wire_pattern: str = "asyncssh"
     source_address: str = ""  # the local address to connect from (benchmarks, multi-homed hosts)
+    raw_request: bytes = b""  # tests: send these bytes as the connection request instead
+    go_frames: bool = False  # tests: cut WebSocket frames as the Go client does (4 KiB + rest)
 
     def request(self) -> bytes:
-        body: dict[str, Any] = {"Version": __version__, "ID": self.client_id, "Name": self.name}
-        body.update(system_details())
-        body["Tags"] = list(self.tags)
-        body["Remotes"] = self.remotes or None
-        ordered = {k: body[k] for k in ("Version", "ID", "Name", "OS", "OSArch", "OSFamily",
-                                        "OSKernel", "Hostname", "IPv4", "IPv6", "Tags", "Remotes")}
-        return json.dumps(ordered, separators=(",", ":")).encode()
+        """The newest rport client's ConnectionRequest, field for field (request.py)."""
+        return self.raw_request or connection_request(self)
 
 
 class RportClientConnection(RportVersionMixin, SSHClientConnection):
@@ -98,7 +97,11 @@ class RportClientConnection(RportVersionMixin, SSHClientConnection):
         reply_global(self, False, b"remote commands execution is disabled")
 
     def _on_rport_open(self, payload: bytes) -> tuple[Any, Any]:
-        target = payload.decode("utf-8", "replace")
+        """The target may end in openrport's /tcp or /udp; this agent tunnels TCP only."""
+        target, protocol = split_protocol(payload.decode("utf-8", "replace"))
+        if protocol != "tcp":
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                            f"protocol {protocol} is not supported")
         return self._tunnel_channel(), _dial(target)
 
     def _tunnel_channel(self) -> SSHTCPChannel[bytes]:
@@ -179,7 +182,8 @@ async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
     log.info("Connecting to %s", settings.server.url)
     try:
         transport = await connect_websocket(settings.server, f"rport {__version__}",
-                                            source_address=settings.source_address)
+                                            source_address=settings.source_address,
+                                            go_frames=settings.go_frames)
     except (OSError, TimeoutError) as exc:
         raise RetryableError(f"Connection error: {exc}") from exc
     client = _AgentSSHClient(settings.fingerprint)

@@ -24,9 +24,25 @@ from ..wire.websocket import (
     build_frame,
 )
 
-__all__ = ["ServerAddress", "parse_server", "connect_websocket", "HandshakeRefused"]
+__all__ = ["ServerAddress", "parse_server", "connect_websocket", "HandshakeRefused",
+           "GoFramedTransport", "GO_WRITE_BUFFER"]
 
 _MAX_RESPONSE_HEAD = 16 * 1024
+GO_WRITE_BUFFER = 4096  # x/crypto/ssh writes through a bufio.Writer of this size
+
+
+class GoFramedTransport(WebSocketTransport):
+    """Frames as the Go client cuts them: each SSH packet goes through a 4 KiB bufio.Writer
+    (length prefix first, then the sealed rest), and each write reaching the socket is one
+    frame, so a packet over 4 KiB arrives as a 4 KiB frame and a frame with the rest."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data) <= GO_WRITE_BUFFER:
+            super().write(data)
+            return
+        view = memoryview(data)
+        super().write(view[:GO_WRITE_BUFFER])
+        super().write(view[GO_WRITE_BUFFER:])
 
 
 class HandshakeRefused(ConnectionError):
@@ -63,8 +79,9 @@ def parse_server(text: str) -> ServerAddress:
 
 
 class _ClientProtocol(asyncio.Protocol):
-    def __init__(self, server: ServerAddress, user_agent: str):
+    def __init__(self, server: ServerAddress, user_agent: str, go_frames: bool = False):
         self._server = server
+        self._go_frames = go_frames
         self._user_agent = user_agent
         self._key = base64.b64encode(os.urandom(16)).decode()
         self._head = b""
@@ -123,7 +140,8 @@ class _ClientProtocol(asyncio.Protocol):
             self._fail(HandshakeRefused("websocket: bad Sec-WebSocket-Accept"))
             return False
         assert self._raw is not None
-        self._ws = WebSocketTransport(self._raw, mask=True)
+        kind = GoFramedTransport if self._go_frames else WebSocketTransport
+        self._ws = kind(self._raw, mask=True)
         self.upgraded.set_result(self._ws)
         return True
 
@@ -162,16 +180,17 @@ class _ClientProtocol(asyncio.Protocol):
 
 
 async def connect_websocket(server: ServerAddress, user_agent: str, timeout: float = 45.0,
-                            source_address: str = "") -> WebSocketTransport:
+                            source_address: str = "", go_frames: bool = False
+                            ) -> WebSocketTransport:
     """Dial (from `source_address` when given), upgrade with `Sec-WebSocket-Protocol: rport-v1`,
-    return the SSH-ready transport."""
+    return the SSH-ready transport (cutting frames as the Go client does with `go_frames`)."""
     loop = asyncio.get_running_loop()
     context = ssl.create_default_context() if server.tls else None
     local = (source_address, 0) if source_address else None
 
     async def dial() -> WebSocketTransport:
         _, protocol = await loop.create_connection(
-            lambda: _ClientProtocol(server, user_agent), server.host, server.port, ssl=context,
+            lambda: _ClientProtocol(server, user_agent, go_frames), server.host, server.port, ssl=context,
             local_addr=local)
         return await protocol.upgraded
 

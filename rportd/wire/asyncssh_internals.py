@@ -12,10 +12,15 @@ rport-v1 needs four things asyncssh has no public call for. Each private name us
   after REQUEST_FAILURE; the RFC doesn't): asyncssh dispatches a request named N to a method
   `_process_N_global_request`; answers go through `_global_request_queue`,
   `_service_next_global_request` and `send_packet`; our own requests through
-  `_make_global_request`. Classes list their requests in `global_requests` instead.
+  `_make_global_request` (`_send_global_request` for those that want no reply). Classes list
+  their requests in `global_requests` instead.
 - Server-opened channels of type `rport` whose extra data is a bare "host:port": opened with
   `SSHTCPChannel._open_forward`, accepted by a method `_process_rport_open` (generated from
   `channel_opens`).
+- Connection requests up to `[server] max_request_bytes_client` (512 KiB by default, as
+  openrport) arrive as one SSH packet, larger than asyncssh's 256 KiB receive limit
+  (`_max_recv_pktlen`, which `_recv_pkthdr` checks): `allow_packets` raises it for a logged-in
+  connection (Go's x/crypto/ssh sends packets of any size).
 - For benchmarks only, a channel whose flow control looks like the Go client's on the wire
   (`go_window_channel`): golang.org/x/crypto/ssh advertises a 2 MiB window and 32 KiB packets and
   sends a WINDOW_ADJUST after every read of up to 32 KiB (about 32,000 small packets per GiB),
@@ -46,7 +51,8 @@ from asyncssh.misc import ProtocolError, ProtocolNotSupported, map_handler_name
 from asyncssh.packet import SSHPacket, UInt32
 
 __all__ = ["SERVER_VERSION", "CLIENT_VERSION", "RportVersionMixin", "reply_global",
-           "send_global_request", "open_rport_channel", "WINDOW", "MAX_PACKET", "go_window_channel"]
+           "send_global_request", "send_global_notice", "open_rport_channel", "allow_packets",
+           "WINDOW", "MAX_PACKET", "go_window_channel"]
 
 SERVER_VERSION = b"SSH-rport-v1-server"
 CLIENT_VERSION = b"SSH-rport-v1-client"
@@ -145,6 +151,12 @@ def go_window_channel(conn: SSHConnection, window: int, max_pktsize: int) -> SSH
     return _GoWindowTCPChannel(conn, conn._loop, None, "strict", window, max_pktsize)
 
 
+def allow_packets(conn: SSHConnection, payload_bytes: int) -> None:
+    """Accept packets carrying up to `payload_bytes` of request payload (plus the request name,
+    padding and MAC) on `conn`; never lowers asyncssh's own limit."""
+    conn._max_recv_pktlen = max(conn._max_recv_pktlen, payload_bytes + 1024)
+
+
 def reply_global(conn: SSHConnection, ok: bool, payload: bytes = b"") -> None:
     """Answer the global request at the head of asyncssh's queue with raw trailing bytes: JSON on
     success, error text on failure (Go puts data after REQUEST_FAILURE; the RFC doesn't)."""
@@ -154,6 +166,11 @@ def reply_global(conn: SSHConnection, ok: bool, payload: bytes = b"") -> None:
         conn.send_packet(MSG_REQUEST_SUCCESS if ok else MSG_REQUEST_FAILURE, payload)
     if queue:
         conn._service_next_global_request()
+
+
+def send_global_notice(conn: SSHConnection, name: str, payload: bytes) -> None:
+    """Send a global request that wants no reply (the Go client's cmd_result, updates_status)."""
+    conn._send_global_request(name.encode("ascii"), payload, want_reply=False)
 
 
 async def send_global_request(conn: SSHConnection, name: str, payload: bytes) -> tuple[bool, bytes]:
