@@ -17,15 +17,17 @@ ALLOWED: dict[str, set[str]] = {
     "tenancy": {"config", "errors", "store"},
     "tunnel_spec": {"config", "errors"},
     "wire": {"errors"},
+    "flags": {"config", "errors"},
+    "service": {"errors"},
     "auth": {"config", "errors", "store", "tenancy"},
     "registry": {"errors", "store", "tenancy", "tunnel_spec"},
     "bootstrap": {"auth", "config", "store"},
     "agent_port": {"auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
     "api": {"auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
-    "client": {"config", "tunnel_spec", "wire"},
+    "client": {"config", "service", "tunnel_spec", "wire"},
     "server": {"agent_port", "api", "auth", "bootstrap", "config", "logs", "preflight", "registry",
                "store", "tenancy", "tunnel_spec", "wire"},
-    "cli": {"bootstrap", "config", "logs", "preflight", "server", "store"},
+    "cli": {"bootstrap", "config", "flags", "logs", "preflight", "server", "service", "store"},
 }
 
 
