@@ -123,7 +123,7 @@ def bool_flag_names() -> set[str]:
 def expand_bool_flags(argv: Sequence[str], names: Iterable[str]) -> list[str]:
     """A bare boolean flag means true, and never takes the next word as its value (as rport's
     `--allow-root SERVER`); `--flag=false` turns it off."""
-    bools, out = set(names), []
+    bools, out = set(names), list[str]()
     for position, arg in enumerate(argv):
         if arg == "--":
             return out + list(argv[position:])

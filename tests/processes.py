@@ -104,7 +104,8 @@ class Agent:
     def __init__(self, tmp: Path, server: str, auth: str, *args: str, name: str = "agent",
                  remotes: tuple[str, ...] = ()):
         self.log = tmp / f"{name}.log"
-        self.args = ["--auth", auth, "--keepalive", "2s", "-v", *args, server, *remotes]
+        self.args = ["--auth", auth, "--keepalive", "2s", "-v", "--allow-root", *args, server,
+                     *remotes]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Agent:

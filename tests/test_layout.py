@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "bootstrap": {"auth", "config", "store"},
     "agent_port": {"auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
     "api": {"auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
-    "client": {"config", "service", "tunnel_spec", "wire"},
+    "client": {"config", "flags", "service", "tunnel_spec", "wire"},
     "server": {"agent_port", "api", "auth", "bootstrap", "config", "logs", "preflight", "registry",
                "store", "tenancy", "tunnel_spec", "wire"},
     "cli": {"bootstrap", "config", "flags", "logs", "preflight", "server", "service", "store"},

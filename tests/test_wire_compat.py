@@ -70,7 +70,7 @@ def test_our_agent_sends_the_go_clients_request_bytes(tmp_path: Path) -> None:
     thread = threading.Thread(target=capture, daemon=True)
     thread.start()
     agent = subprocess.Popen([sys.executable, "-m", "rportd.client.cli", "--auth", "a:b",
-                              "--max-retry-count", "1", f"127.0.0.1:{port}"],
+                              "--allow-root", "--max-retry-count", "1", f"127.0.0.1:{port}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env={k: v for k, v in os.environ.items()})
     try:

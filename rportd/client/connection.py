@@ -28,7 +28,7 @@ from ..wire.asyncssh_internals import (
 from ..wire.hostkey import fingerprint
 from ..wire.pipe import Pipe
 from .sysinfo import system_details
-from .websocket import ServerAddress, connect_websocket
+from .websocket import ProxyAddress, ServerAddress, connect_websocket
 
 __all__ = ["AgentSettings", "run_agent", "connect_once", "open_ssh", "register", "AgentExit",
            "RetryableError", "WIRE_PATTERNS"]
@@ -72,6 +72,9 @@ class AgentSettings:
     max_retry_interval: float = 300.0
     wire_pattern: str = "asyncssh"
     source_address: str = ""  # the local address to connect from (benchmarks, multi-homed hosts)
+    proxy: ProxyAddress | None = None  # --proxy: an HTTP CONNECT proxy
+    headers: dict[str, str] = field(default_factory=dict)  # --header, --hostname (as Host)
+    allow_root: bool = False
 
     def request(self) -> bytes:
         body: dict[str, Any] = {"Version": __version__, "ID": self.client_id, "Name": self.name}
@@ -176,10 +179,12 @@ async def connect_once(settings: AgentSettings) -> tuple[SSHClientConnection, li
 
 async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
     """WebSocket upgrade plus an authenticated SSH connection, not yet registered."""
-    log.info("Connecting to %s", settings.server.url)
+    via = f" via {settings.proxy.display}" if settings.proxy else ""
+    log.info("Connecting to %s%s", settings.server.url, via)
     try:
         transport = await connect_websocket(settings.server, f"rport {__version__}",
-                                            source_address=settings.source_address)
+                                            source_address=settings.source_address,
+                                            proxy=settings.proxy, headers=settings.headers)
     except (OSError, TimeoutError) as exc:
         raise RetryableError(f"Connection error: {exc}") from exc
     client = _AgentSSHClient(settings.fingerprint)
