@@ -98,13 +98,15 @@ def _setup_logging(config: Config) -> None:
 
 def _load(args: argparse.Namespace) -> Config:
     flags = setting_flags(args)
-    if args.config:
-        return load_config(args.config, flags=flags)
-    if set(flags) <= _EMBEDDED_FLAGS:
+    if set(flags) <= _EMBEDDED_FLAGS and not args.config:
         from .bootstrap import embedded_config
 
         data_dir = Path(flags.pop(("server", "data_dir"), _EMBEDDED_DATA_DIR)).resolve()
         return embedded_config(data_dir, flags=flags)
+    if args.command == "migrate":  # the root rule is about serving; migrating runs no server
+        flags[("server", "allow_root")] = True
+    if args.config:
+        return load_config(args.config, flags=flags)
     return build_config({}, flags=flags)
 
 

@@ -392,9 +392,9 @@ def _check_sources(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> 
         raise ConfigError(f"[api] {which}, auth_user_table",
                           "set only one API user auth source")
     if api.auth_user_table and not api.auth_group_table:
-        raise ConfigError("[api] auth_group_table", "is required when auth_user_table is set")
+        raise ConfigError("[api] auth_group_table", "is required when [api] auth_user_table is set")
     if api.auth_group_table and not api.auth_user_table:
-        raise ConfigError("[api] auth_user_table", "is required when auth_group_table is set")
+        raise ConfigError("[api] auth_user_table", "is required when [api] auth_group_table is set")
     tables = [("[server] auth_table", server.auth_table),
               ("[api] auth_user_table", api.auth_user_table),
               ("[api] auth_group_table", api.auth_group_table)]
@@ -430,7 +430,7 @@ def _check_tenancy(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> 
                if not value]
     if missing:
         raise ConfigError(", ".join(missing),
-                          "multi_tenancy = true needs auth_table, auth_user_table and "
+                          "[server] multi_tenancy = true needs auth_table, auth_user_table and "
                           "auth_group_table (each with a tenant column); set them or turn "
                           "multi_tenancy off")
     if not db.configured:
@@ -439,8 +439,9 @@ def _check_tenancy(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> 
 
 def _check_misc(server: ServerConfig, api: ApiConfig, log: LoggingConfig) -> None:
     if bool(api.cert_file) != bool(api.key_file):
-        missing = "key_file" if api.cert_file else "cert_file"
-        raise ConfigError(f"[api] {missing}", "cert_file and key_file must be set together")
+        missing, given = ("key_file", "cert_file") if api.cert_file else ("cert_file", "key_file")
+        raise ConfigError(f"[api] {missing}", f"[api] {given} is set: cert_file and key_file "
+                                              "must be set together")
     if api.doc_root and not api.address:
         raise ConfigError("[api] doc_root", "needs [api] address to be set")
     if log.log_level not in _LOG_LEVELS:

@@ -12,11 +12,20 @@ from typing import Any
 
 from .config import SETTINGS, Setting, env_name, flag_name
 
-__all__ = ["IGNORED", "ALIASES", "PRECEDENCE", "add_setting_flags", "setting_flags",
-           "ignored_flags", "expand_bool_flags", "bool_flag_names", "default_text"]
+__all__ = ["IGNORED", "ALIASES", "PRECEDENCE", "RPORT_FLAGS", "add_setting_flags", "setting_flags",
+           "ignored_flags", "expand_bool_flags", "bool_flag_names", "default_text", "flag_table"]
 
 PRECEDENCE = ("Each setting comes from, in this order: its flag, its environment variable "
               "(RPORTD_<SECTION>_<KEY>), the config file (-c), its default.")
+
+# rport's server flags (rport 0.1.x, openrport 0.9) that are settings of rportd too.
+RPORT_FLAGS = frozenset({
+    "addr", "url", "key", "auth", "authfile", "auth-table", "auth-write", "auth-multiuse-creds",
+    "equate-clientauthid-clientid", "exclude-ports", "use-ports", "data-dir", "keep-lost-clients",
+    "check-port-timeout", "max-request-bytes", "api-addr", "api-auth", "api-authfile",
+    "api-auth-user-table", "api-auth-group-table", "api-jwt-secret", "api-doc-root",
+    "api-cert-file", "api-key-file", "api-access-log-file", "db-type", "db-host", "db-user",
+    "db-password", "db-name", "log-level", "log-file", "allow-root"})
 
 # rport's server flags (0.1.x and openrport 0.9) that rportd does not need: accepted, warned about.
 IGNORED: dict[str, str] = {
@@ -129,3 +138,27 @@ def expand_bool_flags(argv: Sequence[str], names: Iterable[str]) -> list[str]:
             return out + list(argv[position:])
         out.append(f"{arg}=true" if arg in bools else arg)
     return out
+
+
+def flag_table() -> str:
+    """README's table: every flag, its setting, environment variable and default; then rport's
+    flags rportd ignores."""
+    rows = ["| flag | setting | environment | default | rport |", "| --- | --- | --- | --- | --- |"]
+    for setting in SETTINGS:
+        name = flag_name(setting)
+        short = f", `-{setting.short}`" if setting.short else ""
+        origin = "rport" if name in RPORT_FLAGS else "rportd"
+        rows.append(f"| `--{name}`{short} | `[{setting.section}] {setting.key}` | "
+                    f"`{env_name(setting)}` | `{default_text(setting)}` | {origin} |")
+    generated = {flag_name(s) for s in SETTINGS}
+    for name, why in IGNORED.items():
+        if name not in generated:
+            rows.append(f"| `--{name}` | ignored, with a warning: {why} | | | rport |")
+    for (alias, short), (section, key) in ALIASES.items():
+        also = f", `-{short}`" if short else ""
+        rows.append(f"| `--{alias}`{also} | older name of `[{section}] {key}` | | | rport |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(flag_table(), end="")
