@@ -29,7 +29,15 @@ from .flags import (
     setting_flags,
 )
 from .preflight import check_writable_file, split_address
-from .service import COMMANDS, ServiceError, Unit, executable, run_service, writable_dirs
+from .service import (
+    COMMANDS,
+    ServiceError,
+    Unit,
+    executable,
+    hidden_paths,
+    run_service,
+    writable_dirs,
+)
 from .store import open_store
 from .store.migrate import migrate_down, migrate_up, status
 
@@ -157,8 +165,17 @@ def _service(args: argparse.Namespace) -> int:
         print("rportd: warning: only -c and --service-* are used with --service; other flags "
               "are ignored", file=sys.stderr)
     unit_dir = Path(args.service_unit_dir) if args.service_unit_dir else None
-    print(run_service(args.service, _service_unit(args), unit_dir))
+    unit = _service_unit(args)
+    _warn_hidden(unit)
+    print(run_service(args.service, unit, unit_dir))
     return 0
+
+
+def _warn_hidden(unit: Unit) -> None:
+    hidden = hidden_paths([unit.exec_start[-1], *unit.writable])
+    if hidden:
+        print(f"rportd: warning: {', '.join(hidden)}: hidden from the service by ProtectHome / "
+              "PrivateTmp; move them (e.g. /etc/rportd, /var/lib/rportd)", file=sys.stderr)
 
 
 def _warn(args: argparse.Namespace, config: Config) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import RportdError
 
 __all__ = ["Unit", "ServiceError", "COMMANDS", "SYSTEM_UNIT_DIR", "render_unit", "run_service",
-           "executable", "writable_dirs"]
+           "executable", "writable_dirs", "example_units", "hidden_paths"]
 
 COMMANDS = ("install", "uninstall", "start", "stop")
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
@@ -35,6 +35,15 @@ class Unit:
     writable: tuple[str, ...] = ()  # ReadWritePaths: the data dir, the log files' directories
     low_ports: bool = False  # binds a port below 1024: keeps CAP_NET_BIND_SERVICE
     after: tuple[str, ...] = ("network-online.target",)
+
+
+_HIDDEN = ("/home", "/root", "/run/user", "/tmp", "/var/tmp")
+
+
+def hidden_paths(paths: Sequence[str]) -> list[str]:
+    """Paths the unit's ProtectHome/PrivateTmp hide from the service: worth a warning."""
+    return [path for path in paths
+            if any(path == top or path.startswith(top + "/") for top in _HIDDEN)]
 
 
 def executable(script: str, module: str) -> tuple[str, ...]:
@@ -194,3 +203,19 @@ def writable_dirs(paths: Sequence[str]) -> tuple[str, ...]:
         if path and str(Path(path).absolute()) not in seen:
             seen.append(str(Path(path).absolute()))
     return tuple(seen)
+
+
+def example_units() -> dict[str, str]:
+    """contrib/systemd/: the units `--service install` writes for rport's usual paths."""
+    server = Unit(name="rportd", description="rportd, a multi-tenant rport server",
+                  exec_start=("/usr/local/bin/rportd", "-c", "/etc/rportd/rportd.conf"),
+                  user="rport", writable=("/var/lib/rportd",))
+    agent = Unit(name="rport", description="rport agent (rport-v1) of rportd",
+                 exec_start=("/usr/local/bin/rport", "-c", "/etc/rport/rport.conf"), user="rport")
+    return {f"{unit.name}.service": render_unit(unit) for unit in (server, agent)}
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("contrib/systemd")
+    for file_name, text in example_units().items():
+        (target / file_name).write_text(text, encoding="utf-8")

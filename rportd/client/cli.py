@@ -14,7 +14,7 @@ from typing import Any
 from ..config import parse_duration
 from ..errors import ConfigError, RportdError
 from ..flags import expand_bool_flags
-from ..service import COMMANDS, Unit, executable, run_service, writable_dirs
+from ..service import COMMANDS, Unit, executable, hidden_paths, run_service, writable_dirs
 from ..tunnel_spec import parse_remote_spec
 from .connection import WIRE_PATTERNS, AgentSettings, run_agent
 from .options import add_options, bool_option_names, overlay, parse_headers
@@ -135,6 +135,10 @@ def _service(args: argparse.Namespace) -> int:
                 exec_start=(*executable("rport", "rportd.client.cli"), "-c", path),
                 user=args.service_user,
                 writable=writable_dirs([str(Path(log_file).parent)] if log_file else []))
+    hidden = hidden_paths([path, *unit.writable])
+    if hidden:
+        print(f"rport: warning: {', '.join(hidden)}: hidden from the service by ProtectHome / "
+              "PrivateTmp; move them (e.g. /etc/rport)", file=sys.stderr)
     print(run_service(args.service, unit, Path(args.service_unit_dir)
                       if args.service_unit_dir else None))
     return 0
