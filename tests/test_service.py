@@ -115,3 +115,13 @@ def test_contrib_units_are_the_generated_ones_and_verify(tmp_path: Path) -> None
         local.write_text(text.replace(f"/usr/local/bin/{name.removesuffix('.service')}",
                                       str(script)))
         verify(local)
+
+
+def test_the_agent_refuses_to_install_a_config_it_cannot_run_on(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "rport.conf", {"client": {"server": "127.0.0.1:8080"}})
+    result = subprocess.run([sys.executable, "-m", "rportd.client.cli", "--service", "install",
+                             "-c", str(config), "--service-unit-dir", str(tmp_path / "units")],
+                            capture_output=True, text=True, timeout=30,
+                            env={k: v for k, v in os.environ.items() if k != "RPORT_AUTH"})
+    assert result.returncode == 1 and "--auth" in result.stderr
+    assert not (tmp_path / "units").exists()

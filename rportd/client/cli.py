@@ -86,6 +86,11 @@ def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _as_list(value: Any) -> list[str]:
+    """A TOML array, or one string where an array was meant."""
+    return [str(value)] if isinstance(value, str) else [str(item) for item in value]
+
+
 def settings_from(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, Any]]:
     doc = agent_document(args)
     client, connection, logs = (_section(doc, s) for s in ("client", "connection", "logging"))
@@ -102,14 +107,14 @@ def settings_from(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, An
     settings = AgentSettings(
         server=parse_server(server), auth_id=auth_id, password=password,
         client_id=client.get("id", ""), name=client.get("name", ""),
-        tags=list(client.get("tags", [])), remotes=remotes,
+        tags=_as_list(client.get("tags", [])), remotes=remotes,
         fingerprint=client.get("fingerprint", ""),
         keepalive=parse_duration(str(connection.get("keep_alive", "3m")), "keepalive"),
         max_retry_count=int(connection.get("max_retry_count", -1)),
         max_retry_interval=interval if interval >= 1 else 300.0,
         wire_pattern=getattr(args, "wire_pattern", "asyncssh"),
         proxy=parse_proxy(client["proxy"]) if client.get("proxy") else None,
-        headers=parse_headers(list(connection.get("headers", [])),
+        headers=parse_headers(_as_list(connection.get("headers", [])),
                               str(connection.get("hostname", ""))),
         allow_root=bool(client.get("allow_root", False)))
     return settings, logs
@@ -129,8 +134,9 @@ def _service(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("--service", "needs -c FILE: the unit runs the agent with that config")
     path = str(Path(args.config).resolve())
-    document = overlay(_read_config(path), argparse.Namespace(), environ={})
-    log_file = _section(document, "logging").get("log_file", "")
+    # refuse a config the agent cannot run on, as the client does before installing
+    _, logs = settings_from(_parser().parse_args(["-c", path]))
+    log_file = str(logs.get("log_file", ""))
     unit = Unit(name="rport", description="rport agent (rport-v1) of rportd",
                 exec_start=(*executable("rport", "rportd.client.cli"), "-c", path),
                 user=args.service_user,
