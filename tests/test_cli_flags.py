@@ -109,7 +109,11 @@ def build(file: dict[tuple[str, str], Any], env: dict[str, str] | None = None,
 def test_every_flag_and_env_var_reaches_its_setting_as_the_file_key_does(setting: Setting) -> None:
     where, value = (setting.section, setting.key), sample(setting)
     companions = COMPANIONS.get(where, {})
-    from_file = build({**companions, where: value})
+    try:
+        from_file = build({**companions, where: value})
+    except ConfigError as exc:
+        pytest.fail(f"give SAMPLES (and COMPANIONS) a valid value for [{setting.section}] "
+                    f"{setting.key}: {exc}")
     from_flag = build(companions, argv=as_argv({where: value}))
     from_env = build(companions, env={env_name(setting): as_text(value)})
     assert value != setting.default, f"give SAMPLES a value for {setting.key} that is not its default"
@@ -245,3 +249,14 @@ def test_readme_flag_table_matches_the_settings_table() -> None:
                              "python -m rportd.flags and paste it under 'Flags'")
     assert re.search(r"rportd --addr 127\.0\.0\.1:8080 --api-addr 127\.0\.0\.1:3000 --api-auth "
                      r"admin:foobaz --auth clientAuth1:1234 --data-dir /var/lib/rport", readme)
+
+
+def test_a_flag_over_a_file_and_a_variable_is_the_one_named(tmp_path: Path) -> None:
+    from .helpers import write_config
+    from .test_config import base
+
+    config = write_config(tmp_path / "rportd.conf", {
+        **base(tmp_path), "server": {**base(tmp_path)["server"], "check_port_timeout": "3s"}})
+    result = run_rportd(["-c", str(config), "--check-port-timeout", "61s"], cwd=tmp_path,
+                        env={"RPORTD_SERVER_CHECK_PORT_TIMEOUT": "4s"})
+    assert_refused(result, "[server] check_port_timeout (set by --check-port-timeout)", "1m")
