@@ -14,10 +14,12 @@ from pathlib import Path
 
 from .errors import RportdError
 
-__all__ = ["Unit", "ServiceError", "COMMANDS", "SYSTEM_UNIT_DIR", "render_unit", "run_service",
-           "executable", "writable_dirs", "example_units", "hidden_paths"]
+__all__ = ["Unit", "ServiceError", "COMMANDS", "AGENT_ADDRESS_FAMILIES", "SYSTEM_UNIT_DIR",
+           "render_unit", "run_service", "executable", "writable_dirs", "example_units",
+           "hidden_paths"]
 
 COMMANDS = ("install", "uninstall", "start", "stop")
+AGENT_ADDRESS_FAMILIES = "AF_INET AF_INET6 AF_UNIX AF_NETLINK"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 _SYSTEMCTL_TIMEOUT = 60.0
 
@@ -35,6 +37,9 @@ class Unit:
     writable: tuple[str, ...] = ()  # ReadWritePaths: the data dir, the log files' directories
     low_ports: bool = False  # binds a port below 1024: keeps CAP_NET_BIND_SERVICE
     after: tuple[str, ...] = ("network-online.target",)
+    # the agent lists its interfaces (if_nameindex), which glibc asks over netlink
+    address_families: str = "AF_INET AF_INET6 AF_UNIX"
+    proc_subset_pid: bool = True  # the agent reads /proc/net/if_inet6: not for it
 
 
 _HIDDEN = ("/home", "/root", "/run/user", "/tmp", "/var/tmp")
@@ -79,12 +84,18 @@ def _hardening(unit: Unit) -> list[str]:
         "RestrictNamespaces=yes",
         "LockPersonality=yes",
         "RemoveIPC=yes",
+        "PrivateMounts=yes",
+        "ProtectProc=invisible",
+        *(["ProcSubset=pid"] if unit.proc_subset_pid else []),
         "SystemCallArchitectures=native",
         "SystemCallFilter=@system-service",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=~@privileged @resources",
+        # a call outside the filter fails (EPERM) instead of killing the process
+        "SystemCallErrorNumber=EPERM",
+        f"RestrictAddressFamilies={unit.address_families}",
         f"CapabilityBoundingSet={capabilities}",
         f"AmbientCapabilities={capabilities}",
-        "UMask=0027",
+        "UMask=0077",
     ]
     lines += [f"ReadWritePaths={_quote(path)}" for path in unit.writable]
     return lines
@@ -211,7 +222,8 @@ def example_units() -> dict[str, str]:
                   exec_start=("/usr/local/bin/rportd", "-c", "/etc/rportd/rportd.conf"),
                   user="rport", writable=("/var/lib/rportd",))
     agent = Unit(name="rport", description="rport agent (rport-v1) of rportd",
-                 exec_start=("/usr/local/bin/rport", "-c", "/etc/rport/rport.conf"), user="rport")
+                 exec_start=("/usr/local/bin/rport", "-c", "/etc/rport/rport.conf"), user="rport",
+                 address_families=AGENT_ADDRESS_FAMILIES, proc_subset_pid=False)
     return {f"{unit.name}.service": render_unit(unit) for unit in (server, agent)}
 
 

@@ -11,10 +11,19 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..config import parse_duration
 from ..errors import ConfigError, RportdError
 from ..flags import expand_bool_flags
-from ..service import COMMANDS, Unit, executable, hidden_paths, run_service, writable_dirs
+from ..service import (
+    AGENT_ADDRESS_FAMILIES,
+    COMMANDS,
+    Unit,
+    executable,
+    hidden_paths,
+    run_service,
+    writable_dirs,
+)
 from ..tunnel_spec import parse_remote_spec
 from .connection import WIRE_PATTERNS, AgentSettings, run_agent
 from .options import add_options, bool_option_names, overlay, parse_headers
@@ -45,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("remotes", nargs="*", help="tunnels: [[lhost:]lport:]rhost:rport")
     parser.add_argument("-c", "--config", metavar="FILE",
                         help="rport.conf (TOML, the rport client's keys)")
+    parser.add_argument("--version", action="version", version=f"rport {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
     service = parser.add_argument_group("service", "Manage the agent as a systemd service, as "
                                         "rport's --service does; only -c and --service-* are used.")
@@ -140,7 +150,8 @@ def _service(args: argparse.Namespace) -> int:
     unit = Unit(name="rport", description="rport agent (rport-v1) of rportd",
                 exec_start=(*executable("rport", "rportd.client.cli"), "-c", path),
                 user=args.service_user,
-                writable=writable_dirs([str(Path(log_file).parent)] if log_file else []))
+                writable=writable_dirs([str(Path(log_file).parent)] if log_file else []),
+                address_families=AGENT_ADDRESS_FAMILIES, proc_subset_pid=False)
     hidden = hidden_paths([path, *unit.writable])
     if hidden:
         print(f"rport: warning: {', '.join(hidden)}: hidden from the service by ProtectHome / "
