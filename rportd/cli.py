@@ -22,6 +22,7 @@ from .errors import ConfigError, StoreError
 from .flags import (
     IGNORED,
     PRECEDENCE,
+    OneLineParser,
     add_setting_flags,
     bool_flag_names,
     expand_bool_flags,
@@ -41,7 +42,7 @@ from .service import (
 from .store import open_store
 from .store.migrate import migrate_down, migrate_up, status
 
-__all__ = ["main", "parser"]
+__all__ = ["main"]
 
 _EMBEDDED_DATA_DIR = "./rportd-data"
 # With no -c and no flag but these, rportd runs its embedded default (bootstrap.py).
@@ -55,10 +56,10 @@ _EPILOG = (f"{PRECEDENCE} With no -c and no flag other than --data-dir, --log-le
            + ", ".join(f"--{name}" for name in IGNORED) + ".")
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="rportd", description="Multi-tenant rport server.",
-                                   usage="rportd [-c FILE] [FLAG ...] [COMMAND ...]",
-                                   epilog=_EPILOG, allow_abbrev=False)
+def _parser() -> argparse.ArgumentParser:
+    root = OneLineParser(prog="rportd", description="Multi-tenant rport server.",
+                         usage="rportd [-c FILE] [FLAG ...] [COMMAND ...]", epilog=_EPILOG,
+                         allow_abbrev=False)
     root.add_argument("--version", action="version", version=f"rportd {__version__}")
     root.add_argument("-c", "--config", metavar="FILE", help="TOML config file (rport's keys)")
     _add_service_flags(root)
@@ -203,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(expand_bool_flags(words, bool_flag_names()))
+    args = _parser().parse_args(expand_bool_flags(words, bool_flag_names()))
     try:
         return _run(args)
     except ConfigError as exc:

@@ -7,13 +7,15 @@ Precedence is flag > environment > file > default (`rportd.config.build_config(f
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import SETTINGS, Setting, env_name, flag_name
 
-__all__ = ["IGNORED", "ALIASES", "PRECEDENCE", "RPORT_FLAGS", "add_setting_flags", "setting_flags",
-           "ignored_flags", "expand_bool_flags", "bool_flag_names", "default_text", "flag_table"]
+__all__ = ["OneLineParser", "IGNORED", "ALIASES", "PRECEDENCE", "RPORT_FLAGS", "add_setting_flags",
+           "setting_flags", "ignored_flags", "expand_bool_flags", "bool_flag_names",
+           "default_text", "flag_table"]
 
 PRECEDENCE = ("Each setting comes from, in this order: its flag, its environment variable "
               "(RPORTD_<SECTION>_<KEY>), the config file (-c), its default.")
@@ -50,6 +52,14 @@ ALIASES: dict[tuple[str, str], tuple[str, str]] = {
     ("equate-authusername-clientid", ""): ("server", "equate_clientauthid_clientid"),
     ("verbose", "v"): ("logging", "log_level"),
 }
+
+class OneLineParser(argparse.ArgumentParser):
+    """A command-line mistake is one line and exit status 1, as rport's (not argparse's 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(1)
+
 
 _METAVAR = {"str": "TEXT", "int": "N", "duration": "DURATION", "list": "A,B", "bool": "BOOL"}
 

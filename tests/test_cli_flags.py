@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rportd.cli import parser
+from rportd.cli import _parser as parser
 from rportd.config import SETTINGS, Config, Setting, build_config, env_name, flag_name
 from rportd.errors import ConfigError
 from rportd.flags import (
@@ -260,3 +260,13 @@ def test_a_flag_over_a_file_and_a_variable_is_the_one_named(tmp_path: Path) -> N
     result = run_rportd(["-c", str(config), "--check-port-timeout", "61s"], cwd=tmp_path,
                         env={"RPORTD_SERVER_CHECK_PORT_TIMEOUT": "4s"})
     assert_refused(result, "[server] check_port_timeout (set by --check-port-timeout)", "1m")
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--addr"], "rportd: error: argument --addr/-a: expected one argument (see --help)"),
+    (["--no-such-flag"], "rportd: error: unrecognized arguments: --no-such-flag (see --help)"),
+])
+def test_a_command_line_mistake_is_one_line_and_exit_1(tmp_path: Path, argv: list[str],
+                                                      line: str) -> None:
+    result = run_rportd(argv, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip() == line

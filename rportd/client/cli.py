@@ -14,7 +14,7 @@ from typing import Any
 from .. import __version__
 from ..config import parse_duration
 from ..errors import ConfigError, RportdError
-from ..flags import expand_bool_flags
+from ..flags import OneLineParser, expand_bool_flags
 from ..service import (
     AGENT_ADDRESS_FAMILIES,
     COMMANDS,
@@ -46,10 +46,9 @@ _KNOWN = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rport", description="rport agent (rport-v1).",
-                                     usage="rport [FLAG ...] [SERVER [REMOTE ...]]",
-                                     allow_abbrev=False,
-                                     epilog="Boolean flags: --flag means true, --flag=false.")
+    parser = OneLineParser(prog="rport", description="rport agent (rport-v1).",
+                           usage="rport [FLAG ...] [SERVER [REMOTE ...]]", allow_abbrev=False,
+                           epilog="Boolean flags: --flag means true, --flag=false.")
     parser.add_argument("server", nargs="?", help="rportd address, host:port or http://host:port")
     parser.add_argument("remotes", nargs="*", help="tunnels: [[lhost:]lport:]rhost:rport")
     parser.add_argument("-c", "--config", metavar="FILE",
