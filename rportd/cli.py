@@ -20,13 +20,13 @@ from . import __version__
 from .config import Config, build_config, load_config
 from .errors import ConfigError, StoreError
 from .flags import (
-    IGNORED,
     PRECEDENCE,
     OneLineParser,
     add_setting_flags,
     bool_flag_names,
     expand_bool_flags,
     ignored_flags,
+    ignored_names,
     setting_flags,
 )
 from .preflight import check_writable_file, split_address
@@ -53,7 +53,7 @@ _EPILOG = (f"{PRECEDENCE} With no -c and no flag other than --data-dir, --log-le
            f"--log-file, rportd runs its embedded default (SQLite in {_EMBEDDED_DATA_DIR}, "
            "first-run credentials). Boolean flags: --flag means true, --flag=false. "
            "rport flags rportd does not need, accepted with a warning: "
-           + ", ".join(f"--{name}" for name in IGNORED) + ".")
+           + ", ".join(f"--{name}" for name in ignored_names()) + ".")
 
 
 def _parser() -> argparse.ArgumentParser:

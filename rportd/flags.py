@@ -15,7 +15,7 @@ from .config import SETTINGS, Setting, env_name, flag_name
 
 __all__ = ["OneLineParser", "IGNORED", "ALIASES", "PRECEDENCE", "RPORT_FLAGS", "add_setting_flags",
            "setting_flags", "ignored_flags", "expand_bool_flags", "bool_flag_names",
-           "default_text", "flag_table"]
+           "default_text", "flag_table", "ignored_names"]
 
 PRECEDENCE = ("Each setting comes from, in this order: its flag, its environment variable "
               "(RPORTD_<SECTION>_<KEY>), the config file (-c), its default.")
@@ -74,6 +74,12 @@ class _AppendList(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
+def ignored_names() -> list[str]:
+    """rport's unneeded flags, less any that a setting of the table has since taken."""
+    generated = {flag_name(s) for s in SETTINGS}
+    return [name for name in IGNORED if name not in generated]
+
+
 def _dest(section: str, key: str) -> str:
     return f"setting:{section}:{key}"
 
@@ -114,11 +120,9 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for (alias, short), where in ALIASES.items():
         names = [f"--{alias}"] + ([f"-{short}"] if short else [])
         _add(group, names, by_key[where], argparse.SUPPRESS)
-    generated = {flag_name(s) for s in SETTINGS}
-    for name in IGNORED:
-        if name not in generated:
-            group.add_argument(f"--{name}", dest=f"ignored:{name}", default=argparse.SUPPRESS,
-                               help=argparse.SUPPRESS)
+    for name in ignored_names():
+        group.add_argument(f"--{name}", dest=f"ignored:{name}", default=argparse.SUPPRESS,
+                           help=argparse.SUPPRESS)
 
 
 def setting_flags(args: argparse.Namespace) -> dict[tuple[str, str], Any]:
@@ -160,10 +164,8 @@ def flag_table() -> str:
         origin = "rport" if name in RPORT_FLAGS else "rportd"
         rows.append(f"| `--{name}`{short} | `[{setting.section}] {setting.key}` | "
                     f"`{env_name(setting)}` | `{default_text(setting)}` | {origin} |")
-    generated = {flag_name(s) for s in SETTINGS}
-    for name, why in IGNORED.items():
-        if name not in generated:
-            rows.append(f"| `--{name}` | ignored, with a warning: {why} | | | rport |")
+    for name in ignored_names():
+        rows.append(f"| `--{name}` | ignored, with a warning: {IGNORED[name]} | | | rport |")
     for (alias, short), (section, key) in ALIASES.items():
         also = f", `-{short}`" if short else ""
         rows.append(f"| `--{alias}`{also} | older name of `[{section}] {key}` | | | rport |")

@@ -16,13 +16,13 @@ from rportd.config import SETTINGS, Config, Setting, build_config, env_name, fla
 from rportd.errors import ConfigError
 from rportd.flags import (
     ALIASES,
-    IGNORED,
     RPORT_FLAGS,
     bool_flag_names,
     default_text,
     expand_bool_flags,
     flag_table,
     ignored_flags,
+    ignored_names,
     setting_flags,
 )
 
@@ -178,7 +178,7 @@ def test_help_lists_every_flag_with_default_and_environment_variable(
         assert f"Default: {default_text(setting)}. Env: {env_name(setting)}." in text
     assert "its flag, its environment variable (RPORTD_<SECTION>_<KEY>), the config file (-c), " \
            "its default" in text
-    for name in IGNORED:
+    for name in ignored_names():
         assert f"--{name}" in text
 
 
