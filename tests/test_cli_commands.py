@@ -8,10 +8,13 @@ import http.client as httpclient
 import ipaddress
 import json
 import os
+import re
+import socket
 import sqlite3
 import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
@@ -20,6 +23,7 @@ import pytest
 from .conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER, mysql_execute
 from .helpers import free_port, http
 from .processes import AgentCommand, RportdCommand, wait_for
+from .test_agents import EchoTarget
 
 # rport's quick start runs as an ordinary user; these tests may run as root, so the environment
 # lifts the root rule and the command line stays rport's, flag for flag.
@@ -46,6 +50,46 @@ def test_rports_quick_start_works_as_written(tmp_path: Path, procs: list[object]
     wait_for(lambda: listed(api_port, ("admin", "foobaz"), "my-vm"), what="my-vm listed")
     assert (tmp_path / "var-lib-rport" / "rportd_host_key").exists()
     assert http(api_port, "GET", "/api/v1/clients", basic=("admin", "wrong")).status == 401
+
+
+def _echo_through(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"ping through the tunnel")
+        return conn.recv(1024)
+
+
+@pytest.fixture
+def target() -> Iterator[EchoTarget]:
+    echo = EchoTarget()
+    yield echo
+    echo.close()
+
+
+def test_rports_readme_command_lines_key_fingerprint_tags_and_a_tunnel(
+        tmp_path: Path, procs: list[object], target: EchoTarget) -> None:
+    """rport's README: `rportd --log-level info --data-dir /var/tmp/ --key $KEY --auth
+    clientAuth1:1234`, then `rport --id my-client-1 --fingerprint <FP> --tag Linux --tag "Office
+    Berlin" --name "My Test VM" --auth clientAuth1:1234 <server> <tunnel>`."""
+    agent_port, api_port, tunnel_port = free_port(), free_port(), free_port()
+    rportd = RportdCommand(tmp_path, [
+        "--log-level", "info", "--data-dir", str(tmp_path / "var-tmp"), "--key", "0123456789abcdef",
+        "--auth", "clientAuth1:1234", "--addr", f"127.0.0.1:{agent_port}",
+        "--api-addr", f"127.0.0.1:{api_port}", "--api-auth", "admin:foobaz"],
+        (agent_port, api_port), ROOT_ENV)
+    procs.append(rportd.start())
+    found = wait_for(lambda: re.search(r"host key fingerprint (\S+)", rportd.log_text()),
+                     what="the fingerprint in rportd's log")
+    agent = AgentCommand(tmp_path, [
+        "--id", "my-client-1", "--fingerprint", found.group(1), "--tag", "Linux",
+        "--tag", "Office Berlin", "--name", "My Test VM", "--auth", "clientAuth1:1234",
+        "--allow-root", "--log-level", "info", f"127.0.0.1:{agent_port}",
+        f"127.0.0.1:{tunnel_port}:127.0.0.1:{target.port}"])
+    procs.append(agent.start())
+    agent.wait_connected()
+    clients = http(api_port, "GET", "/api/v1/clients", basic=("admin", "foobaz")).json()["data"]
+    assert [(c["id"], c["name"], c["tags"]) for c in clients] == [
+        ("my-client-1", "My Test VM", ["Linux", "Office Berlin"])]
+    assert _echo_through(tunnel_port) == b"ping through the tunnel"
 
 
 def _hash(password: str) -> str:
