@@ -78,8 +78,8 @@ def test_rportd_installs_a_hardened_unit_that_systemd_verifies(tmp_path: Path) -
 
 def test_a_low_port_keeps_only_the_bind_capability(tmp_path: Path) -> None:
     units = tmp_path / "units"
-    result = run_rportd(["--service", "install", "-c", str(server_config(tmp_path, port=443)),
-                         "--service-unit-dir", str(units)], cwd=tmp_path)
+    result = run_rportd(["--service", "install", "-c", str(server_config(tmp_path, port=443))],
+                        cwd=tmp_path, env={"RPORTD_SERVICE_UNIT_DIR": str(units)})
     assert result.returncode == 0, result.stderr
     lines = (units / "rportd.service").read_text().splitlines()
     assert "CapabilityBoundingSet=CAP_NET_BIND_SERVICE" in lines
