@@ -156,25 +156,32 @@ def _ensure_user(unit: Unit) -> None:
         raise ServiceError(f"cannot create user {unit.user!r}: {exc}") from None
 
 
-def _prepare_dirs(unit: Unit) -> None:
-    entry = pwd.getpwnam(unit.user)
+def _prepare_dirs(unit: Unit) -> list[str]:
+    """Create the missing writable directories for the user; an existing one (/var/log, say)
+    is the operator's and is left alone. Returns notes on those the user does not own."""
+    entry, notes = pwd.getpwnam(unit.user), []
     for path in map(Path, unit.writable):
-        path.mkdir(parents=True, exist_ok=True)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+        if not path.exists():
+            path.mkdir(parents=True, mode=0o750)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        elif path.stat().st_uid != entry.pw_uid:
+            notes.append(f"note: {path} is not owned by {unit.user}; the service may not write "
+                         "there")
+    return notes
 
 
 def _install(unit: Unit, unit_dir: Path, system: bool) -> str:
-    path = unit_dir / f"{unit.name}.service"
+    path, notes = unit_dir / f"{unit.name}.service", []
     if system:
         _ensure_user(unit)
-        _prepare_dirs(unit)
+        notes = _prepare_dirs(unit)
     unit_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(render_unit(unit), encoding="utf-8")
     path.chmod(0o644)
     if system:
         _systemctl("daemon-reload")
         _systemctl("enable", f"{unit.name}.service")
-    return f"Service installed: {path}"
+    return "\n".join([f"Service installed: {path}", *notes])
 
 
 def _uninstall(unit: Unit, unit_dir: Path, system: bool) -> str:

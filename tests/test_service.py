@@ -137,3 +137,20 @@ def test_the_agent_refuses_to_install_a_config_it_cannot_run_on(tmp_path: Path) 
                             env={k: v for k, v in os.environ.items() if k != "RPORT_AUTH"})
     assert result.returncode == 1 and "--auth" in result.stderr
     assert not (tmp_path / "units").exists()
+
+
+def test_a_system_install_creates_missing_directories_and_leaves_existing_ones(
+        tmp_path: Path) -> None:
+    import pwd
+
+    from rportd.service import Unit, _prepare_dirs
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    existing = tmp_path / "var-log"
+    existing.mkdir(mode=0o755)
+    unit = Unit("rportd", "test", ("/bin/true",), me,
+                writable=(str(tmp_path / "data" / "rportd"), str(existing)))
+    assert _prepare_dirs(unit) == []
+    created = tmp_path / "data" / "rportd"
+    assert created.is_dir() and created.stat().st_mode & 0o777 == 0o750
+    assert existing.stat().st_mode & 0o777 == 0o755  # the operator's, untouched
