@@ -83,6 +83,7 @@ def _add_service_flags(root: argparse.ArgumentParser) -> None:
 
 def _add_migrate(sub: Any) -> None:
     migrate = sub.add_parser("migrate", help="apply the SQL migrations to [database]",
+                             usage="rportd migrate [-c FILE] [--status | --down N] [FLAG ...]",
                              epilog=PRECEDENCE, allow_abbrev=False)
     migrate.add_argument("-c", "--config", dest="config", default=argparse.SUPPRESS, metavar="FILE",
                          help="TOML config file (rport's keys)")
