@@ -162,8 +162,7 @@ def _service_unit(args: argparse.Namespace) -> Unit:
 
 
 def _service(args: argparse.Namespace) -> int:
-    ignored = sorted(setting_flags(args)) + ignored_flags(args)
-    if ignored:
+    if setting_flags(args) or ignored_flags(args):
         print("rportd: warning: only -c and --service-* are used with --service; other flags "
               "are ignored", file=sys.stderr)
     unit_dir = Path(args.service_unit_dir) if args.service_unit_dir else None
