@@ -209,6 +209,9 @@ def run_service(command: str, unit: Unit, unit_dir: Path | None) -> str:
     except OSError as exc:
         raise ServiceError(f"{command}: {exc}") from None
     if command in ("start", "stop"):
+        if not system:
+            raise ServiceError(f"{command} runs systemctl on the installed unit; with a unit "
+                               f"directory of your own, run: systemctl {command} {unit.name}")
         _systemctl(command, f"{unit.name}.service")
         return f"Service {'started' if command == 'start' else 'stopped'}"
     raise ServiceError(f"unknown service command {command!r}; use one of {', '.join(COMMANDS)}")

@@ -154,3 +154,14 @@ def test_a_system_install_creates_missing_directories_and_leaves_existing_ones(
     created = tmp_path / "data" / "rportd"
     assert created.is_dir() and created.stat().st_mode & 0o777 == 0o750
     assert existing.stat().st_mode & 0o777 == 0o755  # the operator's, untouched
+
+
+@pytest.mark.parametrize("command", ["start", "stop"])
+def test_start_and_stop_with_a_unit_directory_of_ones_own_run_no_systemctl(
+        tmp_path: Path, command: str) -> None:
+    result = run_rportd(["--service", command, "-c", str(server_config(tmp_path)),
+                         "--service-unit-dir", str(tmp_path)], cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"rportd: service: {command} runs systemctl on the installed unit; with a unit "
+        f"directory of your own, run: systemctl {command} rportd")
