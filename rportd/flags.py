@@ -38,7 +38,6 @@ IGNORED: dict[str, str] = {
     "csr-file-name": "clients are kept in rportd's database",
     "run-remote-cmd-timeout": "not used by rportd",
     "run-remote-cmd-timeout-sec": "not used by rportd",
-    "max-request-bytes-client": "use --max-request-bytes (the agent request limit)",
     "max-filepush-bytes": "no file push in rportd",
     "monitoring-data-storage-days": "no monitoring in rportd",
     "tunnel-proxy-cert-file": "no tunnel proxy in rportd",
@@ -47,10 +46,13 @@ IGNORED: dict[str, str] = {
     "guacd-address": "no Guacamole in rportd",
 }
 
-# Older rport names of today's settings: (flag, short) -> (section, key).
+# Other rport names of rportd's settings: (flag, short) -> (section, key). openrport 0.9 calls
+# the agent request limit --max-request-bytes-client (a setting of its own, once the table has
+# one: a generated flag always wins over an alias or an ignored name).
 ALIASES: dict[tuple[str, str], tuple[str, str]] = {
     ("equate-authusername-clientid", ""): ("server", "equate_clientauthid_clientid"),
     ("verbose", "v"): ("logging", "log_level"),
+    ("max-request-bytes-client", ""): ("server", "max_request_bytes"),
 }
 
 class OneLineParser(argparse.ArgumentParser):
@@ -78,6 +80,14 @@ def ignored_names() -> list[str]:
     """rport's unneeded flags, less any that a setting of the table has since taken."""
     generated = {flag_name(s) for s in SETTINGS}
     return [name for name in IGNORED if name not in generated]
+
+
+def _aliases() -> dict[tuple[str, str], Setting]:
+    """The aliases no setting's own flag has taken, with the setting each sets."""
+    generated = {flag_name(s) for s in SETTINGS}
+    by_key = {(s.section, s.key): s for s in SETTINGS}
+    return {name: by_key[where] for name, where in ALIASES.items()
+            if name[0] not in generated and where in by_key}
 
 
 def _dest(section: str, key: str) -> str:
@@ -116,10 +126,9 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for setting in SETTINGS:
         names = [f"--{flag_name(setting)}"] + ([f"-{setting.short}"] if setting.short else [])
         _add(group, names, setting, _help(setting))
-    by_key = {(s.section, s.key): s for s in SETTINGS}
-    for (alias, short), where in ALIASES.items():
+    for (alias, short), setting in _aliases().items():
         names = [f"--{alias}"] + ([f"-{short}"] if short else [])
-        _add(group, names, by_key[where], argparse.SUPPRESS)
+        _add(group, names, setting, argparse.SUPPRESS)
     for name in ignored_names():
         group.add_argument(f"--{name}", dest=f"ignored:{name}", default=argparse.SUPPRESS,
                            help=argparse.SUPPRESS)
@@ -138,9 +147,7 @@ def ignored_flags(args: argparse.Namespace) -> list[str]:
 
 def bool_flag_names() -> set[str]:
     names = {f"--{flag_name(s)}" for s in SETTINGS if s.kind == "bool"}
-    by_key = {(s.section, s.key): s for s in SETTINGS}
-    return names | {f"--{alias}" for (alias, _), where in ALIASES.items()
-                    if by_key[where].kind == "bool"}
+    return names | {f"--{alias}" for (alias, _), s in _aliases().items() if s.kind == "bool"}
 
 
 def expand_bool_flags(argv: Sequence[str], names: Iterable[str]) -> list[str]:
@@ -166,9 +173,10 @@ def flag_table() -> str:
                     f"`{env_name(setting)}` | `{default_text(setting)}` | {origin} |")
     for name in ignored_names():
         rows.append(f"| `--{name}` | ignored, with a warning: {IGNORED[name]} | | | rport |")
-    for (alias, short), (section, key) in ALIASES.items():
+    for (alias, short), setting in _aliases().items():
         also = f", `-{short}`" if short else ""
-        rows.append(f"| `--{alias}`{also} | older name of `[{section}] {key}` | | | rport |")
+        rows.append(f"| `--{alias}`{also} | other name of `[{setting.section}] {setting.key}` "
+                    "| | | rport |")
     return "\n".join(rows) + "\n"
 
 
