@@ -42,8 +42,9 @@ def start_agent(agent_port: int, client_id: str, remote: str, auth: str = "bench
     """Our `rport` agent with one tunnel, quiet; `wire_pattern="go"` makes its flow control
     look like the Go client's on the wire."""
     return subprocess.Popen([sys.executable, "-m", "rportd.client.cli", "--auth", auth, "--id",
-                             client_id, "--wire-pattern", wire_pattern, f"127.0.0.1:{agent_port}",
-                             remote], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             client_id, "--allow-root", "--wire-pattern", wire_pattern,
+                             f"127.0.0.1:{agent_port}", remote],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def cpu_seconds(pid: int) -> float:

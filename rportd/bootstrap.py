@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,8 +18,10 @@ __all__ = ["embedded_config", "create_first_credentials", "DEFAULT_TENANT"]
 DEFAULT_TENANT = "default"
 
 
-def embedded_config(data_dir: Path) -> Config:
-    """rportd with no -c: SQLite in data_dir, API on 127.0.0.1:3000, agents on 0.0.0.0:8080."""
+def embedded_config(data_dir: Path,
+                    flags: Mapping[tuple[str, str], Any] | None = None) -> Config:
+    """rportd with no -c: SQLite in data_dir, API on 127.0.0.1:3000, agents on 0.0.0.0:8080
+    (`flags`: the logging flags given with it)."""
     document: dict[str, Any] = {
         "server": {
             "address": "0.0.0.0:8080",
@@ -33,7 +36,7 @@ def embedded_config(data_dir: Path) -> Config:
         },
         "database": {"db_type": "sqlite", "db_name": str(data_dir / "rportd.db")},
     }
-    return build_config(document, embedded=True)
+    return build_config(document, embedded=True, flags=flags)
 
 
 async def create_first_credentials(config: Config, store: Store, out: TextIO = sys.stdout) -> bool:

@@ -32,6 +32,8 @@ __all__ = [
     "parse_port_ranges",
     "validate_identifier",
     "example_config",
+    "flag_name",
+    "env_name",
 ]
 
 
@@ -42,16 +44,20 @@ class Setting:
     kind: str  # str | bool | int | list | duration
     default: Any
     help: str
+    flag: str = ""  # rport's flag name where it is not the generated one (flag_name)
+    short: str = ""  # rport's one-letter form (-a, -e, -l)
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("server", "address", "str", "0.0.0.0:8080", "Where agents connect (host:port)."),
+    Setting("server", "address", "str", "0.0.0.0:8080", "Where agents connect (host:port).",
+            flag="addr", short="a"),
     Setting("server", "url", "str", "", "Public URL agents use; defaults to http://<address>."),
     Setting("server", "key_seed", "str", "",
             "Seed for a deterministic ECDSA host key (same key as rport for the same seed). "
-            "Empty: a key is generated once and kept in data_dir."),
+            "Empty: a key is generated once and kept in data_dir.", flag="key"),
     Setting("server", "auth", "str", "", "A single client credential, \"clientAuthId:password\"."),
-    Setting("server", "auth_file", "str", "", "JSON file mapping client auth ids to passwords."),
+    Setting("server", "auth_file", "str", "", "JSON file mapping client auth ids to passwords.",
+            flag="authfile"),
     Setting("server", "auth_table", "str", "",
             "Database table of client credentials (id, password[, tenant])."),
     Setting("server", "auth_multiuse_creds", "bool", True,
@@ -67,9 +73,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds a source address (agent port) or a (user, address) pair (API) stays banned "
             "after max_failed_login failures."),
     Setting("server", "excluded_ports", "list", ["1-1024"],
-            "Ports never given to tunnels (single ports or ranges)."),
+            "Ports never given to tunnels (single ports or ranges).", flag="exclude-ports",
+            short="e"),
     Setting("server", "used_ports", "list", ["20000-30000"],
-            "Ports from which random tunnel ports are taken."),
+            "Ports from which random tunnel ports are taken.", flag="use-ports"),
     Setting("server", "data_dir", "str", "/var/lib/rportd",
             "Directory for the host key and the embedded SQLite database."),
     Setting("server", "keep_lost_clients", "duration", "1h",
@@ -102,9 +109,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "allow_root", "bool", False, "Allow running as root."),
     Setting("server", "multi_tenancy", "bool", False,
             "Isolate clients and users by the tenant column of the auth tables."),
-    Setting("api", "address", "str", "", "Where the REST API listens (host:port); empty: no API."),
+    Setting("api", "address", "str", "", "Where the REST API listens (host:port); empty: no API.",
+            flag="api-addr"),
     Setting("api", "auth", "str", "", "A single API user, \"user:password\"."),
-    Setting("api", "auth_file", "str", "", "JSON file of API users (username, bcrypt password, groups)."),
+    Setting("api", "auth_file", "str", "", "JSON file of API users (username, bcrypt password, groups).",
+            flag="api-authfile"),
     Setting("api", "auth_user_table", "str", "", "Database table of API users."),
     Setting("api", "auth_group_table", "str", "", "Database table of API user groups."),
     Setting("api", "jwt_secret", "str", "", "Secret for API tokens; empty: generated, kept in data_dir."),
@@ -122,7 +131,7 @@ SETTINGS: tuple[Setting, ...] = (
             "keep-alive connection is closed after it too (1s..5m)."),
     Setting("api", "listing_cache_bytes", "int", 16 << 20,
             "Memory for cached GET /clients answers, in bytes (0 = no cache)."),
-    Setting("logging", "log_file", "str", "", "Log file; empty: stderr."),
+    Setting("logging", "log_file", "str", "", "Log file; empty: stderr.", short="l"),
     Setting("logging", "log_level", "str", "error", "One of error, warning, info, debug."),
     Setting("database", "db_type", "str", "", "mysql or sqlite."),
     Setting("database", "db_host", "str", "", "MySQL server as host:port or socket:/path."),
@@ -135,6 +144,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_KEY = {(s.section, s.key): s for s in SETTINGS}
+# rport's flags: [server] keys bare, [api] keys with "api-"; [database] keys already start "db_"
+_FLAG_PREFIX = {"server": "", "logging": "", "database": ""}
 _SERVER_DURATIONS = tuple(s.key for s in SETTINGS if s.section == "server" and s.kind == "duration")
 _LOG_LEVELS = ("error", "warning", "info", "debug")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -314,10 +325,24 @@ def _coerce_int(value: Any, name: str) -> int:
     raise ConfigError(name, f"{value!r} is not a whole number; write it without a fraction")
 
 
+def flag_name(setting: Setting) -> str:
+    """The command-line name without dashes: rport's (`addr`) where the table names one, else the
+    key with dashes, after "api-" (or "<section>-") outside [server], [logging] and [database]."""
+    if setting.flag:
+        return setting.flag
+    prefix = _FLAG_PREFIX.get(setting.section, f"{setting.section}-")
+    return prefix + setting.key.replace("_", "-")
+
+
+def env_name(setting: Setting) -> str:
+    return f"RPORTD_{setting.section.upper()}_{setting.key.upper()}".replace("-", "_")
+
+
 def _raw_values(
-    document: Mapping[str, Any], environ: Mapping[str, str]
+    document: Mapping[str, Any], environ: Mapping[str, str], flags: Mapping[tuple[str, str], Any]
 ) -> tuple[dict[tuple[str, str], Any], list[str]]:
-    """Merge defaults, the TOML document and RPORTD_<SECTION>_<KEY> variables; collect warnings."""
+    """Merge defaults, the TOML document, RPORTD_<SECTION>_<KEY> variables and command-line flags,
+    each over the one before; collect warnings."""
     values: dict[tuple[str, str], Any] = {k: s.default for k, s in _BY_KEY.items()}
     warnings: list[str] = []
     for section, body in document.items():
@@ -330,9 +355,11 @@ def _raw_values(
                 continue
             values[(section, key)] = _coerce(_BY_KEY[(section, key)], value, f"[{section}] {key}")
     for (section, key), setting in _BY_KEY.items():
-        env = f"RPORTD_{section.upper()}_{key.upper()}"
+        env = env_name(setting)
         if env in environ:
             values[(section, key)] = _coerce(setting, environ[env], env)
+    for where, value in flags.items():
+        values[where] = _coerce(_BY_KEY[where], value, f"--{flag_name(_BY_KEY[where])}")
     return values, warnings
 
 
@@ -368,9 +395,9 @@ def _check_sources(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> 
         raise ConfigError(f"[api] {which}, auth_user_table",
                           "set only one API user auth source")
     if api.auth_user_table and not api.auth_group_table:
-        raise ConfigError("[api] auth_group_table", "is required when auth_user_table is set")
+        raise ConfigError("[api] auth_group_table", "is required when [api] auth_user_table is set")
     if api.auth_group_table and not api.auth_user_table:
-        raise ConfigError("[api] auth_user_table", "is required when auth_group_table is set")
+        raise ConfigError("[api] auth_user_table", "is required when [api] auth_group_table is set")
     tables = [("[server] auth_table", server.auth_table),
               ("[api] auth_user_table", api.auth_user_table),
               ("[api] auth_group_table", api.auth_group_table)]
@@ -406,7 +433,7 @@ def _check_tenancy(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> 
                if not value]
     if missing:
         raise ConfigError(", ".join(missing),
-                          "multi_tenancy = true needs auth_table, auth_user_table and "
+                          "[server] multi_tenancy = true needs auth_table, auth_user_table and "
                           "auth_group_table (each with a tenant column); set them or turn "
                           "multi_tenancy off")
     if not db.configured:
@@ -415,8 +442,9 @@ def _check_tenancy(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> 
 
 def _check_misc(server: ServerConfig, api: ApiConfig, log: LoggingConfig) -> None:
     if bool(api.cert_file) != bool(api.key_file):
-        missing = "key_file" if api.cert_file else "cert_file"
-        raise ConfigError(f"[api] {missing}", "cert_file and key_file must be set together")
+        missing, given = ("key_file", "cert_file") if api.cert_file else ("cert_file", "key_file")
+        raise ConfigError(f"[api] {missing}", f"[api] {given} is set: cert_file and key_file "
+                                              "must be set together")
     if api.doc_root and not api.address:
         raise ConfigError("[api] doc_root", "needs [api] address to be set")
     if log.log_level not in _LOG_LEVELS:
@@ -494,7 +522,7 @@ def _check_root(server: ServerConfig, embedded: bool) -> None:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         raise ConfigError("[server] allow_root",
                           "refusing to run as root; run as an unprivileged user or set "
-                          "allow_root = true")
+                          "allow_root = true (--allow-root)")
 
 
 def build_config(
@@ -502,32 +530,48 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     *,
     embedded: bool = False,
+    flags: Mapping[tuple[str, str], Any] | None = None,
 ) -> Config:
-    """Turn a parsed TOML document (plus environment overrides) into a checked, frozen Config."""
+    """Turn a parsed TOML document, environment overrides and command-line flags (keyed by
+    (section, key), rportd.flags) into a checked, frozen Config."""
     env = os.environ if environ is None else environ
     try:
-        return _build(document, env, embedded)
+        return _build(document, env, embedded, flags or {})
     except ConfigError as exc:
-        raise _name_environment_source(exc, env) from None
+        raise _name_sources(exc, env, flags or {}) from None
 
 
-def _name_environment_source(exc: ConfigError, environ: Mapping[str, str]) -> ConfigError:
-    """When the bad value came from RPORTD_<SECTION>_<KEY>, say so: the file may look fine."""
-    match = re.match(r"^\[(\w+)\] (\w+)$", exc.setting)
-    if match:
-        env = f"RPORTD_{match.group(1).upper()}_{match.group(2).upper()}"
-        if env in environ:
-            return ConfigError(f"{exc.setting} (set by {env})", exc.message)
-    return exc
+_NAMED = re.compile(r"\[([\w-]+)\] (\w+(?:, \w+)*)")
 
 
-def _given(document: Mapping[str, Any], environ: Mapping[str, str], section: str, key: str) -> bool:
+def _given(document: Mapping[str, Any], environ: Mapping[str, str],
+           flags: Mapping[tuple[str, str], Any], section: str, key: str) -> bool:
     body = document.get(section)
-    return (isinstance(body, Mapping) and key in body) or f"RPORTD_{section.upper()}_{key.upper()}" in environ
+    return ((isinstance(body, Mapping) and key in body) or (section, key) in flags
+            or f"RPORTD_{section.upper()}_{key.upper()}" in environ)
 
 
-def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bool) -> Config:
-    values, warnings = _raw_values(document, environ)
+def _name_sources(exc: ConfigError, environ: Mapping[str, str],
+                  flags: Mapping[tuple[str, str], Any]) -> ConfigError:
+    """When a setting the error names came from a flag or RPORTD_<SECTION>_<KEY>, say which: the
+    file may look fine, and a command-line user knows the flag, not the key."""
+    sources: list[str] = []
+    for match in _NAMED.finditer(f"{exc.setting} {exc.message}"):
+        for key in match.group(2).split(", "):
+            setting = _BY_KEY.get((match.group(1), key))
+            source = (None if setting is None else f"--{flag_name(setting)}"
+                      if (setting.section, key) in flags else env_name(setting)
+                      if env_name(setting) in environ else None)
+            if source and source not in sources:
+                sources.append(source)
+    if not sources:
+        return exc
+    return ConfigError(f"{exc.setting} (set by {', '.join(sources)})", exc.message)
+
+
+def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bool,
+           flags: Mapping[tuple[str, str], Any]) -> Config:
+    values, warnings = _raw_values(document, environ, flags)
 
     def section(name: str) -> dict[str, Any]:
         return {k: v for (s, k), v in values.items() if s == name}
@@ -543,8 +587,8 @@ def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bo
     raw_api, raw_db = section("api"), section("database")
     raw_api["read_timeout"] = parse_duration(raw_api["read_timeout"], "[api] read_timeout")
     raw_db["db_timeout"] = parse_duration(raw_db["db_timeout"], "[database] db_timeout")
-    if _given(document, environ, "server", "max_request_bytes") and not _given(
-            document, environ, "api", "max_request_bytes"):
+    if _given(document, environ, flags, "server", "max_request_bytes") and not _given(
+            document, environ, flags, "api", "max_request_bytes"):
         raw_api["max_request_bytes"] = raw_server["max_request_bytes"]  # rport's key for it
     api = ApiConfig(**raw_api)
     log = LoggingConfig(**section("logging"))
@@ -560,8 +604,9 @@ def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bo
     return Config(server, api, log, db, tuple(warnings), embedded)
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and check a TOML config file."""
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None,
+                flags: Mapping[tuple[str, str], Any] | None = None) -> Config:
+    """Read and check a TOML config file (with environment and flag overrides)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -570,7 +615,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("-c", f"{str(path)!r} is not valid TOML: {exc}") from None
-    return build_config(document, environ)
+    return build_config(document, environ, flags=flags)
 
 
 def _toml_literal(setting: Setting) -> str:
@@ -587,14 +632,16 @@ def _toml_literal(setting: Setting) -> str:
 def example_config() -> str:
     """rportd.example.conf: every setting, commented out, with its default and help."""
     lines = ["# rportd configuration. Every key with its default; uncomment to change.",
-             "# Each key can also be set by the environment: RPORTD_<SECTION>_<KEY>, e.g.",
-             "# RPORTD_SERVER_ADDRESS=0.0.0.0:9090.", ""]
+             "# Each key can also be set by the environment (RPORTD_<SECTION>_<KEY>) and by a flag",
+             "# (named above each key); a flag wins over the environment, which wins over this file.",
+             ""]
     section = ""
     for setting in SETTINGS:
         if setting.section != section:
             section = setting.section
             lines += ["", f"[{section}]"]
         lines.append(f"  ## {setting.help}")
+        lines.append(f"  ## --{flag_name(setting)}, {env_name(setting)}")
         lines.append(f"  #{setting.key} = {_toml_literal(setting)}")
     return "\n".join(lines) + "\n"
 

@@ -70,15 +70,20 @@ def read_lines(proc: subprocess.Popen[str], done: Callable[[list[str]], bool],
     """Read a child's stderr lines until `done(lines)` or the deadline; never blocks past it."""
     assert proc.stderr is not None
     lines: list[str] = []
+    pending = b""
     deadline = time.monotonic() + timeout
+    fd = proc.stderr.fileno()
+    # Raw reads: a buffered readline() may pull several lines into its buffer, and select() then
+    # sees nothing more to read although lines are waiting.
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stderr, selectors.EVENT_READ)
+        selector.register(fd, selectors.EVENT_READ)
         while not done(lines) and time.monotonic() < deadline:
             if selector.select(max(0.0, deadline - time.monotonic())):
-                line = proc.stderr.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                lines.append(line)
+                *complete, pending = (pending + chunk).split(b"\n")
+                lines += [line.decode(errors="replace") + "\n" for line in complete]
     return lines
 
 

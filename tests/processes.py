@@ -104,7 +104,8 @@ class Agent:
     def __init__(self, tmp: Path, server: str, auth: str, *args: str, name: str = "agent",
                  remotes: tuple[str, ...] = ()):
         self.log = tmp / f"{name}.log"
-        self.args = ["--auth", auth, "--keepalive", "2s", "-v", *args, server, *remotes]
+        self.args = ["--auth", auth, "--keepalive", "2s", "-v", "--allow-root", *args, server,
+                     *remotes]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Agent:
@@ -135,3 +136,48 @@ class Agent:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+class RportdCommand:
+    """A real rportd process started from a command line (rport's flags, no config file)."""
+
+    def __init__(self, tmp: Path, argv: list[str], wait_ports: tuple[int, ...],
+                 env: dict[str, str] | None = None, name: str = "rportd-cmd"):
+        self.argv, self.wait_ports, self.env = argv, wait_ports, {**_env(), **(env or {})}
+        self.log = tmp / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RportdCommand:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "rportd.cli", *self.argv],
+                                         stdout=log, stderr=log, env=self.env)
+        for port in self.wait_ports:
+            wait_for(lambda port=port: port_open(port) or self._died(), what=f"rportd port {port}")
+        return self
+
+    def _died(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"rportd exited {self.proc.returncode}:\n{self.log_text()}")
+        return False
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+class AgentCommand(Agent):
+    """A real `rport` started with exactly the given command line."""
+
+    def __init__(self, tmp: Path, argv: list[str], name: str = "agent-cmd"):
+        super().__init__(tmp, "", "", name=name)
+        self.args = argv

@@ -17,18 +17,21 @@ ALLOWED: dict[str, set[str]] = {
     "tenancy": {"config", "errors", "store"},
     "tunnel_spec": {"config", "errors"},
     "wire": {"errors"},
+    "flags": {"config", "errors"},
+    "service": {"errors"},
     "auth": {"config", "errors", "store", "tenancy"},
     "registry": {"errors", "store", "tenancy", "tunnel_spec"},
     "audit": {"errors", "store", "tenancy"},
     "bootstrap": {"auth", "config", "store"},
     "agent_port": {"auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
     "api": {"audit", "auth", "config", "registry", "store", "tenancy", "tunnel_spec", "wire"},
-    "client": {"config", "tunnel_spec", "wire"},
+    "client": {"config", "flags", "service", "tunnel_spec", "wire"},
     "transfer": {"auth", "config", "errors", "registry", "store", "tenancy", "tunnel_spec",
                  "wire"},
     "server": {"agent_port", "api", "audit", "auth", "bootstrap", "config", "logs", "preflight", "registry",
                "store", "tenancy", "tunnel_spec", "wire"},
-    "cli": {"bootstrap", "config", "logs", "preflight", "server", "store", "transfer"},
+    "cli": {"bootstrap", "config", "flags", "logs", "preflight", "server", "service", "store",
+            "transfer"},
 }
 
 

@@ -27,4 +27,4 @@ def test_rport_example_conf_is_read_by_the_agent(tmp_path: Path) -> None:
     args = _parser().parse_args(["-c", str(ROOT / "rport.example.conf")])
     settings, _ = settings_from(args)
     assert (settings.server.host, settings.server.port) == ("127.0.0.1", 8080)
-    assert settings.auth_id == "client1" and settings.keepalive == 30
+    assert settings.auth_id == "client1" and settings.keepalive == 180

@@ -49,9 +49,8 @@ async def test_go_clients_exact_upgrade_gets_101_then_the_banner_frame(rportd: R
     writer.close()
 
 
-def test_our_agent_sends_the_go_clients_request_bytes(tmp_path: Path) -> None:
-    """A listener that records what our agent sends first, compared line by line with the
-    request the Go client sends (only the key, the port and the version differ)."""
+def _capture_upgrade(*flags: str) -> tuple[list[str], int]:
+    """A listener that records the request our agent sends first; its lines and the port."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     captured: list[bytes] = []
@@ -70,7 +69,8 @@ def test_our_agent_sends_the_go_clients_request_bytes(tmp_path: Path) -> None:
     thread = threading.Thread(target=capture, daemon=True)
     thread.start()
     agent = subprocess.Popen([sys.executable, "-m", "rportd.client.cli", "--auth", "a:b",
-                              "--max-retry-count", "1", f"127.0.0.1:{port}"],
+                              "--allow-root", "--max-retry-count", "1", *flags,
+                              f"127.0.0.1:{port}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env={k: v for k, v in os.environ.items()})
     try:
@@ -79,7 +79,13 @@ def test_our_agent_sends_the_go_clients_request_bytes(tmp_path: Path) -> None:
         agent.kill()
         agent.wait()
         listener.close()
-    ours = captured[0].decode().split("\r\n")
+    return captured[0].decode().split("\r\n"), port
+
+
+def test_our_agent_sends_the_go_clients_request_bytes() -> None:
+    """Compared line by line with the request the Go client sends (only the key, the port and
+    the version differ)."""
+    ours, port = _capture_upgrade()
     theirs = GO_CLIENT_REQUEST.format(port=port).split("\r\n")
     assert len(ours) == len(theirs)
     for mine, go in zip(ours, theirs, strict=True):
@@ -89,3 +95,19 @@ def test_our_agent_sends_the_go_clients_request_bytes(tmp_path: Path) -> None:
         else:
             assert mine == go
     assert ours[2].startswith("User-Agent: rport ")
+
+
+def test_header_and_hostname_reach_the_upgrade_as_the_go_client_writes_them() -> None:
+    """--hostname becomes Host; --header names are canonicalised, a later one of the same name
+    wins, a User-Agent header replaces the client's, and the rest is sorted by name (net/http)."""
+    ours, _ = _capture_upgrade("--hostname", "rport.example.com:443",
+                               "--header", "x-forwarded-for: 192.0.2.7",
+                               "--header", "Authorization: Basic dXNlcjpwYXNz",
+                               "--header", "X-Forwarded-For: 198.51.100.9",
+                               "--header", "User-Agent: test1")
+    key = ours[5].split(": ")[1]
+    assert ours == ["GET / HTTP/1.1", "Host: rport.example.com:443", "User-Agent: test1",
+                    "Authorization: Basic dXNlcjpwYXNz", "Connection: Upgrade",
+                    f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Protocol: rport-v1",
+                    "Sec-WebSocket-Version: 13", "Upgrade: websocket",
+                    "X-Forwarded-For: 198.51.100.9", "", ""]

@@ -5,46 +5,73 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tomllib
+from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..config import parse_duration
 from ..errors import ConfigError, RportdError
+from ..flags import OneLineParser, expand_bool_flags
+from ..service import (
+    AGENT_ADDRESS_FAMILIES,
+    COMMANDS,
+    Unit,
+    executable,
+    hidden_paths,
+    run_service,
+    writable_dirs,
+)
 from ..tunnel_spec import parse_remote_spec
 from .connection import WIRE_PATTERNS, AgentSettings, run_agent
-from .websocket import parse_server
+from .options import add_options, bool_option_names, overlay, parse_headers
+from .websocket import parse_proxy, parse_server
 
-__all__ = ["main", "settings_from"]
+__all__ = ["main", "settings_from", "agent_document", "ROOT_REFUSAL"]
+
+# The rport client's words when it refuses to run as root without --allow-root.
+ROOT_REFUSAL = "By default running as root is not allowed."
+SERVICE_UNIT_DIR_ENV = "RPORT_SERVICE_UNIT_DIR"
+_LOG_LEVELS = {"error": logging.ERROR, "info": logging.INFO, "debug": logging.DEBUG}
 
 _KNOWN = {
-    "client": {"server", "auth", "id", "name", "tags", "labels", "remotes", "fingerprint"},
-    "connection": {"keep_alive", "max_retry_count", "max_retry_interval"},
+    "client": {"server", "auth", "id", "name", "tags", "labels", "remotes", "fingerprint", "proxy",
+               "allow_root"},
+    "connection": {"keep_alive", "max_retry_count", "max_retry_interval", "headers", "hostname"},
     "logging": {"log_file", "log_level"},
+    "remote-commands": {"enabled", "send_back_limit"},
 }
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rport", description="rport agent (rport-v1).")
+    parser = OneLineParser(prog="rport", description="rport agent (rport-v1).",
+                           usage="rport [FLAG ...] [SERVER [REMOTE ...]]", allow_abbrev=False,
+                           epilog="Boolean flags: --flag means true, --flag=false.")
     parser.add_argument("server", nargs="?", help="rportd address, host:port or http://host:port")
     parser.add_argument("remotes", nargs="*", help="tunnels: [[lhost:]lport:]rhost:rport")
-    parser.add_argument("-c", "--config", help="rport.conf (TOML, the rport client's keys)")
-    parser.add_argument("--auth", help="client auth id and password, ID:PASSWORD")
-    parser.add_argument("--id", dest="client_id", help="client id (default: chosen by the server)")
-    parser.add_argument("--name", help="client name")
-    parser.add_argument("-t", "--tag", action="append", dest="tags", help="tag (repeatable)")
-    parser.add_argument("--fingerprint", help="accept only a server whose fingerprint starts so")
-    parser.add_argument("--keepalive", help="ping interval, e.g. 30s (0 = off)")
-    parser.add_argument("--max-retry-count", type=int, help="give up after N attempts (-1 never)")
-    parser.add_argument("--max-retry-interval", help="longest delay between attempts (5m)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at info level")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="rport.conf (TOML, the rport client's keys)")
+    parser.add_argument("--version", action="version", version=f"rport {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
+    service = parser.add_argument_group("service", "Manage the agent as a systemd service, as "
+                                        "rport's --service does; only -c and --service-* are used.")
+    service.add_argument("--service", choices=COMMANDS, help="install, uninstall, start or stop")
+    service.add_argument("--service-user", default="rport", metavar="USER",
+                         help="user the service runs as (install). Default: rport")
+    service.add_argument("--service-unit-dir", metavar="DIR",
+                         default=os.environ.get(SERVICE_UNIT_DIR_ENV),
+                         help="write the unit here instead of /etc/systemd/system, and run no "
+                              f"systemctl (packaging, tests). Env: {SERVICE_UNIT_DIR_ENV}")
+    add_options(parser)
     # benchmarks only: flow control as the Go client sends it (rportd.client.connection)
     parser.add_argument("--wire-pattern", choices=WIRE_PATTERNS, default="asyncssh",
                         help=argparse.SUPPRESS)
     return parser
 
 
-def _read_config(path: str) -> dict[str, dict[str, Any]]:
+def _read_config(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
             document = tomllib.load(handle)
@@ -57,48 +84,102 @@ def _read_config(path: str) -> dict[str, dict[str, Any]]:
     return document
 
 
+def agent_document(args: argparse.Namespace) -> dict[str, Any]:
+    """The config file's document with the environment and the flags over it (flag > env >
+    file); every setting, `[remote-commands]` included, is read from here."""
+    return overlay(_read_config(args.config) if args.config else {}, args)
+
+
+def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    body = doc.get(name, {})
+    return body if isinstance(body, dict) else {}
+
+
+def _as_list(value: Any) -> list[str]:
+    """A TOML array, or one string where an array was meant."""
+    return [str(value)] if isinstance(value, str) else [str(item) for item in value]
+
+
 def settings_from(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, Any]]:
-    doc = _read_config(args.config) if args.config else {}
-    client, connection, logs = (doc.get(s, {}) for s in ("client", "connection", "logging"))
+    doc = agent_document(args)
+    client, connection, logs = (_section(doc, s) for s in ("client", "connection", "logging"))
     server = args.server or client.get("server")
-    auth = args.auth or client.get("auth")
+    auth = client.get("auth")
     if not server:
         raise ConfigError("server", "give the rportd address (SERVER argument or [client] server)")
     if not auth or ":" not in auth:
         raise ConfigError("--auth", "give the credential as ID:PASSWORD")
     auth_id, _, password = auth.partition(":")
     remotes = [parse_remote_spec(r).to_json() for r in (args.remotes or client.get("remotes", []))]
-    keepalive = args.keepalive or connection.get("keep_alive", "30s")
-    interval = parse_duration(args.max_retry_interval or connection.get("max_retry_interval", "5m"),
+    interval = parse_duration(str(connection.get("max_retry_interval", "5m")),
                               "max_retry_interval")
     settings = AgentSettings(
         server=parse_server(server), auth_id=auth_id, password=password,
-        client_id=args.client_id or client.get("id", ""), name=args.name or client.get("name", ""),
-        tags=args.tags or list(client.get("tags", [])), remotes=remotes,
+        client_id=client.get("id", ""), name=client.get("name", ""),
+        tags=_as_list(client.get("tags", [])), remotes=remotes,
         labels={str(k): str(v) for k, v in dict(client.get("labels", {})).items()},
-        fingerprint=args.fingerprint or client.get("fingerprint", ""),
-        keepalive=parse_duration(keepalive, "keepalive"),
-        max_retry_count=(args.max_retry_count if args.max_retry_count is not None
-                         else int(connection.get("max_retry_count", -1))),
+        fingerprint=client.get("fingerprint", ""),
+        keepalive=parse_duration(str(connection.get("keep_alive", "3m")), "keepalive"),
+        max_retry_count=int(connection.get("max_retry_count", -1)),
         max_retry_interval=interval if interval >= 1 else 300.0,
-        wire_pattern=getattr(args, "wire_pattern", "asyncssh"))
+        wire_pattern=getattr(args, "wire_pattern", "asyncssh"),
+        proxy=parse_proxy(client["proxy"]) if client.get("proxy") else None,
+        headers=parse_headers(_as_list(connection.get("headers", [])),
+                              str(connection.get("hostname", ""))),
+        allow_root=bool(client.get("allow_root", False)))
     return settings, logs
 
 
+def _setup_logging(args: argparse.Namespace, logs: dict[str, Any]) -> None:
+    text = "info" if args.verbose else str(logs.get("log_level", "info")).lower()
+    if text not in _LOG_LEVELS:
+        raise ConfigError("--log-level", f"{text!r} is not one of error, info, debug")
+    logging.basicConfig(level=_LOG_LEVELS[text], filename=logs.get("log_file") or None,
+                        format="%(asctime)s client: %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+def _service(args: argparse.Namespace) -> int:
+    """rport validates the file before installing; so does our agent."""
+    if not args.config:
+        raise ConfigError("--service", "needs -c FILE: the unit runs the agent with that config")
+    path = str(Path(args.config).resolve())
+    # refuse a config the agent cannot run on, as the client does before installing
+    _, logs = settings_from(_parser().parse_args(["-c", path]))
+    log_file = str(logs.get("log_file", ""))
+    unit = Unit(name="rport", description="rport agent (rport-v1) of rportd",
+                exec_start=(*executable("rport", "rportd.client.cli"), "-c", path),
+                user=args.service_user,
+                writable=writable_dirs([str(Path(log_file).parent)] if log_file else []),
+                address_families=AGENT_ADDRESS_FAMILIES, proc_subset_pid=False)
+    hidden = hidden_paths([path, *unit.writable])
+    if hidden:
+        print(f"rport: warning: {', '.join(hidden)}: hidden from the service by ProtectHome / "
+              "PrivateTmp; move them (e.g. /etc/rport)", file=sys.stderr)
+    print(run_service(args.service, unit, Path(args.service_unit_dir)
+                      if args.service_unit_dir else None))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.service:
+        return _service(args)
+    settings, logs = settings_from(args)
+    if not settings.allow_root and hasattr(os, "geteuid") and os.geteuid() == 0:
+        print(f"rport: {ROOT_REFUSAL}", file=sys.stderr)
+        return 1
+    _setup_logging(args, logs)
+    return asyncio.run(run_agent(settings))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_intermixed_args(expand_bool_flags(words, bool_option_names()))
     try:
-        settings, logs = settings_from(args)
+        return _run(args)
     except (RportdError, ValueError) as exc:
         print(f"rport: {exc}", file=sys.stderr)
         return 1
-    level = logging.INFO if args.verbose else getattr(
-        logging, str(logs.get("log_level", "info")).upper(), logging.INFO)
-    logging.basicConfig(level=level, filename=logs.get("log_file") or None,
-                        format="%(asctime)s client: %(message)s")
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    try:
-        return asyncio.run(run_agent(settings))
     except KeyboardInterrupt:
         return 0
 

@@ -29,7 +29,7 @@ from ..wire.asyncssh_internals import (
 from ..wire.hostkey import fingerprint
 from ..wire.pipe import Pipe
 from .request import connection_request
-from .websocket import ServerAddress, connect_websocket
+from .websocket import ProxyAddress, ServerAddress, connect_websocket
 
 __all__ = ["AgentSettings", "run_agent", "connect_once", "open_ssh", "register", "AgentExit",
            "RetryableError", "WIRE_PATTERNS"]
@@ -76,6 +76,9 @@ class AgentSettings:
     source_address: str = ""  # the local address to connect from (benchmarks, multi-homed hosts)
     raw_request: bytes = b""  # tests: send these bytes as the connection request instead
     go_frames: bool = False  # tests: cut WebSocket frames as the Go client does (4 KiB + rest)
+    proxy: ProxyAddress | None = None  # --proxy: an HTTP CONNECT proxy
+    headers: dict[str, str] = field(default_factory=dict)  # --header, --hostname (as Host)
+    allow_root: bool = False
 
     def request(self) -> bytes:
         """The newest rport client's ConnectionRequest, field for field (request.py)."""
@@ -179,10 +182,12 @@ async def connect_once(settings: AgentSettings) -> tuple[SSHClientConnection, li
 
 async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
     """WebSocket upgrade plus an authenticated SSH connection, not yet registered."""
-    log.info("Connecting to %s", settings.server.url)
+    via = f" via {settings.proxy.display}" if settings.proxy else ""
+    log.info("Connecting to %s%s", settings.server.url, via)
     try:
         transport = await connect_websocket(settings.server, f"rport {__version__}",
                                             source_address=settings.source_address,
+                                            proxy=settings.proxy, headers=settings.headers,
                                             go_frames=settings.go_frames)
     except (OSError, TimeoutError) as exc:
         raise RetryableError(f"Connection error: {exc}") from exc

@@ -12,6 +12,7 @@ import dataclasses
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..config import Config, DatabaseConfig, load_config, validate_identifier
@@ -31,7 +32,7 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def add_tenant_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_tenant_command(sub: Any) -> None:
     """Register `tenant import` and `tenant export` on the top-level subparsers."""
     tenant = sub.add_parser("tenant", help="move tenants in and out (import, export)")
     verbs = tenant.add_subparsers(dest="tenant_command", required=True)
