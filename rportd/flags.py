@@ -24,7 +24,8 @@ PRECEDENCE = ("Each setting comes from, in this order: its flag, its environment
 RPORT_FLAGS = frozenset({
     "addr", "url", "key", "auth", "authfile", "auth-table", "auth-write", "auth-multiuse-creds",
     "equate-clientauthid-clientid", "exclude-ports", "use-ports", "data-dir", "keep-lost-clients",
-    "check-port-timeout", "max-request-bytes", "api-addr", "api-auth", "api-authfile",
+    "check-port-timeout", "max-request-bytes", "max-request-bytes-client", "api-addr", "api-auth",
+    "api-authfile",
     "api-auth-user-table", "api-auth-group-table", "api-jwt-secret", "api-doc-root",
     "api-cert-file", "api-key-file", "api-access-log-file", "db-type", "db-host", "db-user",
     "db-password", "db-name", "log-level", "log-file", "allow-root"})
@@ -46,13 +47,11 @@ IGNORED: dict[str, str] = {
     "guacd-address": "no Guacamole in rportd",
 }
 
-# Other rport names of rportd's settings: (flag, short) -> (section, key). openrport 0.9 calls
-# the agent request limit --max-request-bytes-client (a setting of its own, once the table has
-# one: a generated flag always wins over an alias or an ignored name).
+# Other rport names of rportd's settings: (flag, short) -> (section, key). A generated flag
+# always wins over an alias or an ignored name.
 ALIASES: dict[tuple[str, str], tuple[str, str]] = {
     ("equate-authusername-clientid", ""): ("server", "equate_clientauthid_clientid"),
     ("verbose", "v"): ("logging", "log_level"),
-    ("max-request-bytes-client", ""): ("server", "max_request_bytes"),
 }
 
 class OneLineParser(argparse.ArgumentParser):

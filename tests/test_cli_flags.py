@@ -157,10 +157,8 @@ def test_older_rport_names_are_aliases() -> None:
 
 
 def test_openrports_client_request_limit_flag_sets_the_agent_request_limit() -> None:
-    # an alias of [server] max_request_bytes, until the table has a setting of that name
-    own = [s for s in SETTINGS if flag_name(s) == "max-request-bytes-client"]
-    where = (own[0].section, own[0].key) if own else ("server", "max_request_bytes")
-    assert flags_of(["--max-request-bytes-client", "524288"]) == {where: "524288"}
+    assert flags_of(["--max-request-bytes-client", "524288"]) == {
+        ("server", "max_request_bytes_client"): "524288"}
 
 
 def test_flag_names_are_unique_and_rports() -> None:

@@ -12,10 +12,11 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 
 from rportd.client.connection import AgentSettings, RetryableError, connect_once, open_ssh, register
@@ -282,17 +283,39 @@ def _rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def _lock_the_registry(world: World) -> Callable[[], None]:
+    """Hold rportd's client registry locked from another connection (a real outage of writes);
+    returns the unlock."""
+    if world.kind == "sqlite":
+        locker = sqlite3.connect(str(world.database["db_name"]), isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+
+        def release_sqlite() -> None:
+            locker.execute("ROLLBACK")
+            locker.close()
+
+        return release_sqlite
+    mysql = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
+                            password=MYSQL_PASSWORD, database=str(world.database["db_name"]))
+    with mysql.cursor() as cursor:
+        cursor.execute("LOCK TABLES `clients` WRITE")
+
+    def release_mysql() -> None:
+        with mysql.cursor() as cursor:
+            cursor.execute("UNLOCK TABLES")
+        mysql.close()
+
+    return release_mysql
+
+
 async def test_a_flood_while_registration_waits_is_not_read(world: World) -> None:
     """The client sends nothing until new_connection is answered; a peer that floods meanwhile
     (here: 24 packets of 512 KiB while the database is locked) is read for 64 KiB, no more."""
-    if world.kind != "sqlite":
-        pytest.skip("locking the database file is the SQLite way to slow a registration")
     assert world.rportd.proc is not None
     pid, log_lines = world.rportd.proc.pid, world.rportd.log_text().count("retrying in")
     conn = await open_ssh(newest(world))
     before = _rss(pid)
-    locker = sqlite3.connect(str(world.database["db_name"]), isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
+    unlock = _lock_the_registry(world)
     try:
         answer = asyncio.ensure_future(send_global_request(
             conn, "new_connection", sample_with(ID="flooder")))
@@ -304,8 +327,7 @@ async def test_a_flood_while_registration_waits_is_not_read(world: World) -> Non
         with pytest.raises(AssertionError, match="timed out"):  # 2 s of it: no growth
             await asyncio.to_thread(wait_for, lambda: _rss(pid) - before > 6 << 20, 2.0)
     finally:
-        locker.execute("ROLLBACK")
-        locker.close()
+        unlock()
     ok, _ = await asyncio.wait_for(answer, 15)
     assert ok, "registered once the database was back"
     ok, _ = await asyncio.wait_for(send_global_request(conn, "ping", b""), 10)
