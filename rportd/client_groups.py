@@ -37,8 +37,8 @@ _BODY_KEYS = ("id", "description", "params", "client_ids")
 MAX_ID_LENGTH = 30  # rport's groupIDMaxLength
 _ID = re.compile(r"[A-Za-z0-9_*-]{1,30}")  # rport's characters: letters, digits, _ - *
 MAX_DESCRIPTION_LENGTH = 2000
-MAX_PATTERNS_PER_PARAM = 100
-MAX_PATTERN_LENGTH = 200
+MAX_PATTERNS_PER_PARAM = 32
+MAX_PATTERN_LENGTH = 100
 MAX_GROUPS_PER_TENANT = 500  # bounds the work of a listing: groups x clients x patterns
 MAX_GROUP_IDS = 100  # group ids one resolution may name
 _INLINE_WORK = 20_000  # groups x clients matched on the event loop; more goes to a thread
@@ -251,13 +251,16 @@ def parse_group(body: Any, path_id: str | None = None) -> ClientGroup:
     if unknown:
         raise BadRequest(f"unknown fields {_names(unknown)}; use {', '.join(_BODY_KEYS)}",
                          code=_INVALID_GROUP)
-    if body.get("client_ids") is not None and not isinstance(body["client_ids"], list):
-        raise BadRequest("client_ids is read-only; send an array or leave it out",
+    client_ids = body.get("client_ids")
+    if client_ids is not None and not (isinstance(client_ids, list)
+                                       and all(isinstance(c, str) for c in client_ids)):
+        raise BadRequest("client_ids is read-only; send an array of strings or leave it out",
                          code=_INVALID_GROUP)
     group_id = check_group_id(body.get("id"))
     if path_id is not None and path_id != group_id:
-        raise BadRequest("the id in the path and the id in the body differ",
-                         code="ERR_CODE_CLIENT_GROUP_ID_MISMATCH")
+        # 409, not rport's 400: the body describes another group than the one addressed
+        raise Conflict("the id in the path and the id in the body differ",
+                       code="ERR_CODE_CLIENT_GROUP_ID_MISMATCH")
     return ClientGroup(group_id, _description(body.get("description")),
                        _params(body.get("params")))
 

@@ -167,8 +167,9 @@ def _client_group_paths() -> dict[str, Any]:
         "/api/v1/client-groups/{id}": {
             "get": _op("getClientGroup", "One client group with its members",
                        params=[group_id], errors=("400", "404", *_AUTHED)),
-            "put": _op("putClientGroup", "Replace a client group, or create it", ok="204",
-                       params=[group_id], errors=("403", *_AUTHED), body=body),
+            "put": _op("putClientGroup", "Replace a client group, or create it (409 when the "
+                       "body's id is not the path's)", ok="204", params=[group_id],
+                       errors=("403", "409", *_AUTHED), body=body),
             "delete": _op("deleteClientGroup", "Delete a client group", ok="204",
                           params=[group_id], errors=("400", "404", *_AUTHED)),
         },
