@@ -19,12 +19,14 @@ import pytest_asyncio
 from rportd.client_groups import (
     ClientGroupNotFound,
     ClientGroups,
+    belongs,
     clients_in_groups,
     parse_group,
     pattern_matches,
 )
 from rportd.config import Config, load_config
 from rportd.errors import BadRequest, Forbidden
+from rportd.registry import ClientRecord
 from rportd.server import Runtime, prepare_database
 from rportd.store import open_store
 from rportd.store.base import Store
@@ -62,6 +64,26 @@ def test_patterns_agree_with_a_glob_of_only_stars() -> None:
         glob = "*".join(re.sub(r"([?\[\]])", r"[\1]", piece) for piece in pattern.split("*"))
         expected = fnmatch.fnmatchcase(value.lower(), glob.lower())
         assert pattern_matches(pattern, value) is expected, (pattern, value)
+
+
+def _record(client_id: str, **details: object) -> ClientRecord:
+    return ClientRecord("", client_id, "c1", {"name": "", "os": "", "tags": [], **details})
+
+
+@pytest.mark.parametrize("params, tagged, untagged", [
+    ({"tag": ["*"]}, True, False),  # a pattern needs a value to match
+    ({"tag": []}, False, True),  # an empty list selects clients without any value
+    ({"name": []}, False, False),  # single-valued: a client always has one (maybe "")
+    ({"name": [""]}, True, True),
+    ({}, False, False),  # no params: nobody
+    ({"tag": ["b"], "client_id": ["x*"]}, False, False),  # every param must match
+    ({"tag": ["B"], "client_id": ["c*"]}, True, False),
+])
+def test_rports_rules_for_lists_empty_lists_and_no_params(
+        params: dict[str, list[str]], tagged: bool, untagged: bool) -> None:
+    group = parse_group({"id": "g", "params": params})
+    assert belongs(group, _record("c1", tags=["a", "b"])) is tagged
+    assert belongs(group, _record("c2")) is untagged
 
 
 # ---------------------------------------------------------------- resolution in a runtime
