@@ -9,6 +9,7 @@ import random
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,16 @@ def test_patterns_agree_with_a_glob_of_only_stars() -> None:
         glob = "*".join(re.sub(r"([?\[\]])", r"[\1]", piece) for piece in pattern.split("*"))
         expected = fnmatch.fnmatchcase(value.lower(), glob.lower())
         assert pattern_matches(pattern, value) is expected, (pattern, value)
+
+
+def test_hostile_patterns_on_long_values_take_linear_time() -> None:
+    """A regular expression could backtrack exponentially on `*a*a*...*b`; ours may not."""
+    value = "a" * 200_000
+    started = time.perf_counter()
+    assert not pattern_matches("*a" * 49 + "*b", value)
+    assert not pattern_matches("a*" * 49 + "ab", value + "c")
+    assert pattern_matches("*a" * 49 + "*", value)
+    assert time.perf_counter() - started < 1.0
 
 
 def _record(client_id: str, **details: object) -> ClientRecord:
