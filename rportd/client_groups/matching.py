@@ -17,7 +17,7 @@ from typing import Any
 from ..registry import ClientRecord
 
 __all__ = ["PARAM_NAMES", "ClientGroup", "Member", "Index", "fold", "pattern_matches",
-           "belongs", "members_of"]
+           "belongs", "members_of", "in_any"]
 
 # rport's client properties a group can select on, and where the registry keeps each.
 PARAM_NAMES = ("client_id", "name", "os", "os_arch", "os_family", "os_kernel", "hostname",
@@ -193,15 +193,18 @@ class Index:
                 found |= clients
         return found
 
-    def members(self, params: dict[str, tuple[str, ...]]) -> list[Member]:
-        """The clients matching every parameter given; a group without params has none."""
+    def positions(self, params: dict[str, tuple[str, ...]]) -> set[int]:
+        """Where the clients matching every parameter given are; none without params."""
         chosen: set[int] | None = None
         for name, patterns in params.items():
             found = self.matching(name, patterns)
             chosen = found if chosen is None else chosen & found
             if not chosen:
-                return []
-        return [self.clients[at] for at in sorted(chosen or ())]
+                return set()
+        return chosen or set()
+
+    def members(self, params: dict[str, tuple[str, ...]]) -> list[Member]:
+        return [self.clients[at] for at in sorted(self.positions(params))]
 
 
 def belongs(group: ClientGroup, record: ClientRecord) -> bool:
@@ -213,4 +216,10 @@ def members_of(groups: Sequence[ClientGroup], clients: Sequence[Member]) -> list
     """Each group's members, in group order (pure: runs in a thread for big tenants)."""
     index = Index(clients)
     return [index.members(group.folded()) for group in groups]
+
+
+def in_any(groups: Sequence[ClientGroup], clients: Sequence[Member]) -> list[int]:
+    """Positions of the clients that belong to at least one of the groups, in order."""
+    index = Index(clients)
+    return sorted(set().union(*(index.positions(group.folded()) for group in groups)))
 

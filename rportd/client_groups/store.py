@@ -14,7 +14,7 @@ from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..registry import ClientRecord, Registry
 from ..store import Store
 from ..tenancy import Scope, exact_equals, same_identity
-from .matching import ClientGroup, Index, Member, members_of
+from .matching import ClientGroup, Member, in_any, members_of
 from .parsing import INVALID_ID, check_group_id, stored_params
 
 __all__ = ["ClientGroups", "ClientGroupNotFound", "clients_in_groups", "MAX_GROUPS_PER_TENANT",
@@ -127,14 +127,16 @@ class ClientGroups:
         while len(self._cache) > _CACHED_TENANTS:
             self._cache.popitem(last=False)
 
-    def clients_matching(self, scope: Scope, folded: Sequence[dict[str, tuple[str, ...]]],
+    async def clients_in(self, scope: Scope, groups: Sequence[ClientGroup],
                          connected_only: bool) -> list[ClientRecord]:
-        """The scope's clients in any of the groups given by their folded params."""
+        """The scope's clients in any of `groups`, each once, sorted by id."""
         records = [r for r in self._registry.list(scope) if r.connected or not connected_only]
-        index = Index([Member.of(r) for r in records])
-        chosen = {id(m) for params in folded for m in index.members(params)}
-        return sorted((r for r, m in zip(records, index.clients, strict=True) if id(m) in chosen),
-                      key=lambda r: r.id)
+        clients = [Member.of(r) for r in records]
+        if len(groups) * len(clients) <= _INLINE_WORK:
+            chosen = in_any(groups, clients)
+        else:
+            chosen = await asyncio.to_thread(in_any, groups, clients)
+        return sorted((records[at] for at in chosen), key=lambda r: r.id)
 
     async def to_json(self, scope: Scope, groups: Sequence[ClientGroup]) -> list[dict[str, Any]]:
         found = await self.members(scope, groups)
@@ -219,6 +221,6 @@ async def clients_in_groups(groups: ClientGroups, scope: Scope, group_ids: Seque
     for group_id in dict.fromkeys(group_ids):
         if group_id not in by_id:
             raise ClientGroupNotFound(group_id)
-        wanted.append(by_id[group_id].folded())
-    return groups.clients_matching(scope, wanted, connected_only)
+        wanted.append(by_id[group_id])
+    return await groups.clients_in(scope, wanted, connected_only)
 
