@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,17 @@ def test_duplicate_id_is_409_and_ids_are_case_sensitive(server: Server, group: A
     group("GRP", {"client_id": ["web-1"]})  # another group, whatever the collation
     assert (server.members("grp"), server.members("GRP")) == (["db-1", "web-1"], ["web-1"])
     assert [g["id"] for g in server.call("GET", GROUPS).json()["data"]] == ["GRP", "grp"]
+
+
+def test_concurrent_creations_of_one_id_make_one_group(server: Server) -> None:
+    body = {"id": "race", "params": {"client_id": ["*"]}}
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: server.call("POST", GROUPS, body).status, range(8)))
+        assert sorted(answers) == [201] + [409] * 7
+        assert server.call("GET", GROUPS).json()["meta"]["count"] == 1
+    finally:
+        server.call("DELETE", f"{GROUPS}/race")
 
 
 # ---------------------------------------------------------------- membership
