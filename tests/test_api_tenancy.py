@@ -322,3 +322,120 @@ def test_filters_on_the_newest_clients_fields_stay_inside_the_tenant(world: Worl
         listed = world.request("GET", f"/api/v1/clients?filter[{field}]=*,", user)
         expected = own if field != "labels" else []  # no labels: nothing matches
         assert listed.status == 200 and ids(listed.body) == expected, (user, field)
+
+# ---------------------------------------------------------------- client groups
+
+
+def _group(world: World, user: str, group_id: str, params: dict[str, list[str]],
+           method: str = "POST") -> int:
+    path = "/api/v1/client-groups" + ("" if method == "POST" else f"/{group_id}")
+    body = json.dumps({"id": group_id, "params": params}).encode()
+    return world.request(method, path, user, body=body).status
+
+
+def _members(world: World, user: str, group_id: str) -> list[str]:
+    answer = world.request("GET", f"/api/v1/client-groups/{group_id}", user)
+    assert answer.status == 200, answer.body
+    return list(answer.json()["data"]["client_ids"])
+
+
+def _drop_groups(world: World) -> None:
+    world.sql("DELETE FROM client_groups")
+
+
+def test_a_group_has_only_its_tenants_clients_even_with_a_star(world: World) -> None:
+    try:
+        assert _group(world, "alice", "everyone", {"client_id": ["*"]}) == 201
+        assert _group(world, "gina", "everyone", {"client_id": ["*"]}) == 201  # same id: fine
+        assert _members(world, "alice", "everyone") == ["jonly", "x"]  # never o1 or gonly
+        assert _members(world, "gina", "everyone") == ["gonly", "x"]
+        assert _group(world, "alice", "by-name", {"name": ["*@cg", "x*"]}) == 201
+        assert _members(world, "alice", "by-name") == ["x"]  # alice's x (x@cj), not gina's
+        listed = world.request("GET", "/api/v1/client-groups", "gina").json()
+        assert [g["id"] for g in listed["data"]] == ["everyone"] and listed["meta"]["count"] == 1
+        assert _group(world, "alice", "everyone", {"client_id": ["*"]}) == 409  # her own only
+    finally:
+        _drop_groups(world)
+
+
+def test_other_tenants_client_group_answers_like_a_missing_one(world: World) -> None:
+    try:
+        assert _group(world, "gina", "g-only", {"tag": ["*"]}) == 201
+        same_as_missing(world, "GET", "/api/v1/client-groups/g-only",
+                        "/api/v1/client-groups/none")
+        same_as_missing(world, "DELETE", "/api/v1/client-groups/g-only",
+                        "/api/v1/client-groups/none")
+        # PUT of that id makes alice a group of her own and leaves gina's as it was
+        assert _group(world, "alice", "g-only", {"client_id": ["jonly"]}, "PUT") == 204
+        assert _members(world, "alice", "g-only") == ["jonly"]
+        theirs = world.request("GET", "/api/v1/client-groups/g-only", "gina").json()["data"]
+        assert (theirs["params"]["tag"], theirs["params"]["client_id"]) == (["*"], None)
+        assert world.request("DELETE", "/api/v1/client-groups/g-only", "alice").status == 204
+        assert world.request("GET", "/api/v1/client-groups/g-only", "gina").status == 200
+    finally:
+        _drop_groups(world)
+
+
+def test_group_ids_are_exact_per_tenant_and_case(world: World) -> None:
+    """J and j (on rport's DDL the other tenant is `j`), grp and GRP: four groups."""
+    try:
+        for user, group_id, client in (("alice", "grp", "x"), ("gina", "grp", "gonly"),
+                                       ("alice", "GRP", "jonly"), ("gina", "GRP", "x")):
+            assert _group(world, user, group_id, {"client_id": [client]}) == 201
+        assert (_members(world, "alice", "grp"), _members(world, "alice", "GRP")) == \
+            (["x"], ["jonly"])
+        assert (_members(world, "gina", "grp"), _members(world, "gina", "GRP")) == \
+            (["gonly"], ["x"])
+        rows = world.sql("SELECT tenant, id FROM client_groups")
+        assert sorted(rows) == sorted([("J", "grp"), ("J", "GRP"), (world.other, "grp"),
+                                       (world.other, "GRP")])
+        padded = world.request("GET", "/api/v1/client-groups/grp%20%20", "alice")
+        assert (padded.status, padded.error_code) == (400, "ERR_CODE_INVALID_CLIENT_GROUP_ID")
+        assert _group(world, "alice", "GRP  ", {"client_id": ["*"]}) == 400
+    finally:
+        _drop_groups(world)
+
+
+def test_group_reads_stay_exact_on_a_case_insensitive_table(world: World) -> None:
+    """An operator's client_groups made case- and pad-insensitive: reads and deletes still
+    compare tenant and id byte for byte."""
+    if world.kind != "mysql":
+        pytest.skip("SQLite compares TEXT byte for byte already")
+    world.sql("ALTER TABLE client_groups CONVERT TO CHARACTER SET utf8mb4 "
+              "COLLATE utf8mb4_general_ci")
+    try:
+        world.sql("INSERT INTO client_groups (tenant, id, description, params) "
+                  "VALUES (?, ?, ?, ?)", ("J", "Grp", "", '{"client_id": ["*"]}'))
+        assert _members(world, "alice", "Grp") == ["jonly", "x"]
+        same_as_missing(world, "GET", "/api/v1/client-groups/grp", "/api/v1/client-groups/none")
+        for user in ("gina", "nobody"):
+            same_as_missing(world, "GET", "/api/v1/client-groups/Grp",
+                            "/api/v1/client-groups/none", user)
+            same_as_missing(world, "DELETE", "/api/v1/client-groups/Grp",
+                            "/api/v1/client-groups/none", user)
+            assert world.request("GET", "/api/v1/client-groups", user).json()["data"] == []
+        same_as_missing(world, "DELETE", "/api/v1/client-groups/GRP",
+                        "/api/v1/client-groups/none")
+        assert world.sql("SELECT tenant, id FROM client_groups") == [("J", "Grp")]
+    finally:
+        _drop_groups(world)
+        world.sql("ALTER TABLE client_groups CONVERT TO CHARACTER SET utf8mb4 "
+                  "COLLATE utf8mb4_bin")
+
+
+def test_tenantless_user_has_no_groups_and_cannot_make_one(world: World) -> None:
+    world.sql("INSERT INTO client_groups (tenant, id, description, params) VALUES (?, ?, ?, ?)",
+              ("", "orphans", "", '{"client_id": ["*"]}'))
+    try:
+        listing = world.request("GET", "/api/v1/client-groups", "nobody")
+        assert (listing.status, listing.json()) == (200, {"data": [], "meta": {"count": 0}})
+        same_as_missing(world, "GET", "/api/v1/client-groups/orphans",
+                        "/api/v1/client-groups/none", "nobody")
+        same_as_missing(world, "DELETE", "/api/v1/client-groups/orphans",
+                        "/api/v1/client-groups/none", "nobody")
+        for method in ("POST", "PUT"):
+            made = _group(world, "nobody", "mine", {"client_id": ["*"]}, method)
+            assert made == 403, method
+        assert world.sql("SELECT tenant, id FROM client_groups") == [("", "orphans")]
+    finally:
+        _drop_groups(world)

@@ -18,7 +18,7 @@ from ..auth.permissions import RESOURCES, Grants
 from ..auth.user_admin import GrantAdmin, UserAdmin
 from ..errors import DatabaseUnavailable, NotFound, RportdError, StoreError
 from ..store import Store
-from . import auditlog, auth, bodies, clients, clients_auth, me, tokens, user_groups, users
+from . import auditlog, auth, bodies, client_groups, clients, clients_auth, me, tokens, user_groups, users
 from .admission import ANONYMOUS, FairAdmission
 from .auth import AUTHENTICATOR, CALLER, Authenticator
 from .authorize import GRANTS, ROUTE_PERMISSIONS, authorize_middleware
@@ -186,6 +186,12 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/user-groups/{name}", user_groups.put_group, "users:write"),
     Route("DELETE", "/api/v1/user-groups/{name}", user_groups.delete_group, "users:write"),
     Route("GET", "/api/v1/auditlog", auditlog.list_auditlog, "auditlog:read"),
+    Route("GET", "/api/v1/client-groups", client_groups.list_groups, "client-groups:read"),
+    Route("POST", "/api/v1/client-groups", client_groups.create_group, "client-groups:write"),
+    Route("GET", "/api/v1/client-groups/{id}", client_groups.get_group, "client-groups:read"),
+    Route("PUT", "/api/v1/client-groups/{id}", client_groups.put_group, "client-groups:write"),
+    Route("DELETE", "/api/v1/client-groups/{id}", client_groups.delete_group,
+          "client-groups:write"),
 )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..auth.clients import ClientAuth
+from ..client_groups import ClientGroups
 from ..config import Config
 from ..registry import Registry
 from ..tunnel_spec import PortPool
@@ -28,6 +29,7 @@ class ApiContext:
     traffic: TrafficMeter
     fingerprint: str
     connect_url: str
+    groups: ClientGroups
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("api_context")
