@@ -39,7 +39,8 @@ def test_asyncssh_dispatches_global_requests_and_channel_opens_by_method_name() 
     # reply_global pops the request it answers, then lets asyncssh serve the next one
     assert "handler, packet, _ = self._global_request_queue[0]" in _source(
         SSHConnection._service_next_global_request)
-    for method in ("_make_global_request", "_service_next_global_request", "send_packet",
+    for method in ("_make_global_request", "_send_global_request",
+                   "_service_next_global_request", "send_packet",
                    "get_owner", "create_tcp_channel"):
         assert callable(getattr(SSHConnection, method)), method
     parameters = inspect.signature(SSHTCPChannel._open_forward).parameters

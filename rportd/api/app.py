@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..errors import DatabaseUnavailable, NotFound, RportdError, StoreError
-from . import auth, bodies, clients, clients_auth
+from . import auth, bodies, clients, clients_auth, commands, ws_commands
 from .admission import ANONYMOUS, FairAdmission
 from .auth import AUTHENTICATOR, CALLER, Authenticator
 from .context import CONTEXT, ApiContext
@@ -158,6 +158,18 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/clients/{id}/tunnels", clients.put_tunnel, "tunnels:write"),
     Route("DELETE", "/api/v1/clients/{id}/tunnels/{tunnel_id}", clients.delete_tunnel,
           "tunnels:write"),
+    Route("POST", "/api/v1/clients/{id}/commands", commands.post_client_command,
+          "commands:write"),
+    Route("GET", "/api/v1/clients/{id}/commands", commands.list_client_commands, "commands:read"),
+    Route("GET", "/api/v1/clients/{id}/commands/{jid}", commands.get_client_command,
+          "commands:read"),
+    Route("POST", "/api/v1/clients/{id}/scripts", commands.post_client_script, "commands:write"),
+    Route("POST", "/api/v1/commands", commands.post_multi_command, "commands:write"),
+    Route("GET", "/api/v1/commands", commands.list_multi_commands, "commands:read"),
+    Route("GET", "/api/v1/commands/{jid}", commands.get_multi_command, "commands:read"),
+    Route("POST", "/api/v1/scripts", commands.post_multi_script, "commands:write"),
+    # A GET that runs commands: it needs the write permission (the WebSocket upgrade is a GET).
+    Route("GET", "/api/v1/ws/commands", ws_commands.commands_ws, "commands:write"),
     Route("GET", "/api/v1/clients-auth", clients_auth.list_credentials, "credentials:read"),
     Route("POST", "/api/v1/clients-auth", clients_auth.create_credential, "credentials:write"),
     Route("DELETE", "/api/v1/clients-auth/{id}", clients_auth.delete_credential,

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..auth.clients import ClientAuth
 from ..config import Config
+from ..jobs import JobService
 from ..registry import Registry
 from ..tunnel_spec import PortPool
 from ..wire.pipe import TrafficMeter
@@ -28,6 +29,7 @@ class ApiContext:
     traffic: TrafficMeter
     fingerprint: str
     connect_url: str
+    jobs: JobService | None = None  # remote commands (rportd/jobs)
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("api_context")

@@ -129,6 +129,58 @@ def _credential_paths() -> dict[str, Any]:
     }
 
 
+_JOB_FIELDS: dict[str, Any] = {
+    "timeout_sec": {"type": "integer", "minimum": 0, "maximum": 86400},
+    "cwd": {"type": "string"}, "is_sudo": {"type": "boolean"},
+    "interpreter": {"type": "string"}, "stream_result": {"type": "boolean"}}
+_MANY_FIELDS: dict[str, Any] = {
+    "client_ids": {"type": "array", "items": {"type": "string"}},
+    "group_ids": {"type": "array", "items": {"type": "string"}},
+    "execute_concurrently": {"type": "boolean"}, "abort_on_error": {"type": "boolean"}}
+
+
+def _job_body(many: bool, script: bool) -> dict[str, Any]:
+    first = ({"script": {"type": "string", "description": "the script, base64"}} if script else
+             {"command": {"type": "string", "minLength": 1},
+              "shell": {"type": "string", "enum": ["", "cmd", "powershell"]}})
+    fields = {**first, **_JOB_FIELDS, **(_MANY_FIELDS if many else {})}
+    return _json({"type": "object", "required": ["script" if script else "command"],
+                  "properties": fields, "additionalProperties": False})
+
+
+def _command_paths() -> dict[str, Any]:
+    client, jid = _path("id"), _path("jid")
+    started = ("400", "404", "409", "504", *_AUTHED)
+    return {
+        "/api/v1/clients/{id}/commands": {
+            "post": _op("runClientCommand", "Run a command on a client; its job id", params=[
+                client], errors=started, body=_job_body(False, False)),
+            "get": _op("listClientCommands", "The client's jobs, running first",
+                       params=[client])},
+        "/api/v1/clients/{id}/commands/{jid}": {"get": _op(
+            "getClientCommand", "One job of the client", params=[client, jid],
+            errors=("404", *_AUTHED))},
+        "/api/v1/clients/{id}/scripts": {"post": _op(
+            "runClientScript", "Run a script (base64) on a client", params=[client],
+            errors=started, body=_job_body(False, True))},
+        "/api/v1/commands": {
+            "post": _op("runMultiCommand", "Run a command on several clients",
+                        errors=("400", "404", *_AUTHED), body=_job_body(True, False)),
+            "get": _op("listMultiCommands", "The tenant's multi-client jobs, newest first")},
+        "/api/v1/commands/{jid}": {"get": _op(
+            "getMultiCommand", "A multi-client job with its jobs", params=[jid],
+            errors=("404", *_AUTHED))},
+        "/api/v1/scripts": {"post": _op(
+            "runMultiScript", "Run a script (base64) on several clients",
+            errors=("400", "404", *_AUTHED), body=_job_body(True, True))},
+        "/api/v1/ws/commands": {"get": _op(
+            "commandsWebSocket", "WebSocket: send a command request, receive each job as it "
+            "ends (token as access_token or a header)", ok="101",
+            params=[_query("access_token", "a token from /login (browsers)")],
+            errors=("400", *_AUTHED))},
+    }
+
+
 def openapi_spec() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -157,5 +209,6 @@ def openapi_spec() -> dict[str, Any]:
                                           "Version, the caller's client counts, fingerprint")},
             **_client_paths(),
             **_credential_paths(),
+            **_command_paths(),
         },
     }

@@ -12,6 +12,7 @@ from typing import Any
 from ..config import parse_duration
 from ..errors import ConfigError, RportdError
 from ..tunnel_spec import parse_remote_spec
+from .commands import policy_from
 from .connection import WIRE_PATTERNS, AgentSettings, run_agent
 from .websocket import parse_server
 
@@ -21,6 +22,8 @@ _KNOWN = {
     "client": {"server", "auth", "id", "name", "tags", "remotes", "fingerprint"},
     "connection": {"keep_alive", "max_retry_count", "max_retry_interval"},
     "logging": {"log_file", "log_level"},
+    "remote-commands": {"enabled", "allow", "deny", "order", "send_back_limit"},
+    "remote-scripts": {"enabled"},
 }
 
 
@@ -80,7 +83,8 @@ def settings_from(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, An
         max_retry_count=(args.max_retry_count if args.max_retry_count is not None
                          else int(connection.get("max_retry_count", -1))),
         max_retry_interval=interval if interval >= 1 else 300.0,
-        wire_pattern=getattr(args, "wire_pattern", "asyncssh"))
+        wire_pattern=getattr(args, "wire_pattern", "asyncssh"),
+        commands=policy_from(doc.get("remote-commands", {}), doc.get("remote-scripts", {})))
     return settings, logs
 
 

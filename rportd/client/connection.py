@@ -27,6 +27,7 @@ from ..wire.asyncssh_internals import (
 )
 from ..wire.hostkey import fingerprint
 from ..wire.pipe import Pipe
+from .commands import CommandPolicy, CommandRunner, answer_run_cmd, result_sender
 from .sysinfo import system_details
 from .websocket import ServerAddress, connect_websocket
 
@@ -72,15 +73,28 @@ class AgentSettings:
     max_retry_interval: float = 300.0
     wire_pattern: str = "asyncssh"
     source_address: str = ""  # the local address to connect from (benchmarks, multi-homed hosts)
+    commands: CommandPolicy = field(default_factory=CommandPolicy)
 
     def request(self) -> bytes:
         body: dict[str, Any] = {"Version": __version__, "ID": self.client_id, "Name": self.name}
         body.update(system_details())
         body["Tags"] = list(self.tags)
         body["Remotes"] = self.remotes or None
+        body["ClientConfiguration"] = self._configuration()
         ordered = {k: body[k] for k in ("Version", "ID", "Name", "OS", "OSArch", "OSFamily",
-                                        "OSKernel", "Hostname", "IPv4", "IPv6", "Tags", "Remotes")}
+                                        "OSKernel", "Hostname", "IPv4", "IPv6", "Tags", "Remotes",
+                                        "ClientConfiguration")}
         return json.dumps(ordered, separators=(",", ":")).encode()
+
+
+    def _configuration(self) -> dict[str, Any]:
+        """What the newest client reports of its config (never the credential): the server
+        learns from it that this agent runs scripts."""
+        policy = self.commands
+        return {"remote_commands": {"enabled": policy.enabled, "allow": list(policy.allow),
+                                    "deny": list(policy.deny), "order": list(policy.order),
+                                    "send_back_limit": policy.send_back_limit},
+                "remote_scripts": {"enabled": policy.scripts_enabled}}
 
 
 class RportClientConnection(RportVersionMixin, SSHClientConnection):
@@ -90,12 +104,13 @@ class RportClientConnection(RportVersionMixin, SSHClientConnection):
     global_requests: ClassVar[dict[str, str]] = {"check_port": "_on_check_port",
                                                  "run_cmd": "_on_run_cmd"}
     channel_opens: ClassVar[dict[str, str]] = {"rport": "_on_rport_open"}
+    runner: CommandRunner | None = None  # set once connected (open_ssh)
 
     def _on_check_port(self, payload: bytes) -> None:
         self.create_task(_answer_check_port(self, payload), self.logger)
 
     def _on_run_cmd(self, payload: bytes) -> None:
-        reply_global(self, False, b"remote commands execution is disabled")
+        self.create_task(answer_run_cmd(self, self.runner, payload), self.logger)
 
     def _on_rport_open(self, payload: bytes) -> tuple[Any, Any]:
         target = payload.decode("utf-8", "replace")
@@ -194,6 +209,7 @@ async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
     options.waiter = loop.create_future()
     kind = GoPatternClientConnection if settings.wire_pattern == "go" else RportClientConnection
     conn = kind(loop, options, wait="auth")
+    conn.runner = CommandRunner(settings.commands, result_sender(conn))
     transport.attach(conn)
     try:
         await options.waiter

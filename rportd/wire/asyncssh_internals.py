@@ -12,7 +12,8 @@ rport-v1 needs four things asyncssh has no public call for. Each private name us
   after REQUEST_FAILURE; the RFC doesn't): asyncssh dispatches a request named N to a method
   `_process_N_global_request`; answers go through `_global_request_queue`,
   `_service_next_global_request` and `send_packet`; our own requests through
-  `_make_global_request`. Classes list their requests in `global_requests` instead.
+  `_make_global_request`, and those that want no reply (cmd_result) `_send_global_request`.
+  Classes list their requests in `global_requests` instead.
 - Server-opened channels of type `rport` whose extra data is a bare "host:port": opened with
   `SSHTCPChannel._open_forward`, accepted by a method `_process_rport_open` (generated from
   `channel_opens`).
@@ -46,7 +47,8 @@ from asyncssh.misc import ProtocolError, ProtocolNotSupported, map_handler_name
 from asyncssh.packet import SSHPacket, UInt32
 
 __all__ = ["SERVER_VERSION", "CLIENT_VERSION", "RportVersionMixin", "reply_global",
-           "send_global_request", "open_rport_channel", "WINDOW", "MAX_PACKET", "go_window_channel"]
+           "send_global_request", "send_global_notice", "open_rport_channel", "WINDOW",
+           "MAX_PACKET", "go_window_channel"]
 
 SERVER_VERSION = b"SSH-rport-v1-server"
 CLIENT_VERSION = b"SSH-rport-v1-client"
@@ -160,6 +162,11 @@ async def send_global_request(conn: SSHConnection, name: str, payload: bytes) ->
     """Send a want_reply global request with a raw payload; return (success, reply bytes)."""
     pkttype, packet = await conn._make_global_request(name.encode("ascii"), payload)
     return pkttype == MSG_REQUEST_SUCCESS, bytes(packet.get_remaining_payload())
+
+
+def send_global_notice(conn: SSHConnection, name: str, payload: bytes) -> None:
+    """Send a global request that wants no reply (want_reply=false), with a raw payload."""
+    conn._send_global_request(name.encode("ascii"), payload, want_reply=False)
 
 
 async def open_rport_channel(conn: SSHConnection, target: str,
