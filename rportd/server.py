@@ -231,10 +231,10 @@ class Runtime:
         for site in self._sites:
             await site.stop()
         self._sites.clear()
+        await self.jobs.stop()  # running jobs end unknown, not "client disconnected"
         await self.registry.disconnect_all()  # persisted before the store closes
         await self.agent_port.stop()
         await self.agents.wait_tasks()
-        await self.jobs.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -126,7 +126,9 @@ def merge_report(job: Job, report: dict[str, Any], output_limit: int) -> Job:
             notes.append(f"{stream} cut by rportd to {output_limit} bytes")
     error, _ = _text(report.get("error"), MAX_ERROR_BYTES)
     pid = report.get("pid")
+    shell = report.get("shell")  # the 2021 client reports the shell it used (/bin/sh)
     return {**job,
+            "shell": shell if isinstance(shell, str) and len(shell) <= 256 else job["shell"],
             "status": status if status in FINAL_STATUSES else "unknown",
             "finished_at": _time(report.get("finished_at")) or now_iso(),
             "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else job["pid"],

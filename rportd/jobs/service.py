@@ -74,6 +74,7 @@ class JobService:
         self.default_timeout = server.run_remote_cmd_timeout_sec
         self._pending: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     # ------------------------------------------------------------------ life cycle
     async def recover(self) -> int:
@@ -88,9 +89,17 @@ class JobService:
         return len(stale)
 
     async def stop(self) -> None:
+        """Shutdown, before the agents are hung up on: running jobs end unknown (their agents
+        may still finish them, but nobody will hear it), multi-client runs are cancelled."""
+        self._stopping = True
         for pending in self._pending.values():
             if pending.timer is not None:
                 pending.timer.cancel()
+        ending = [self._finish(jid, lambda job: finished(
+            job, "unknown", "rportd stopped before the client reported the result"))
+            for jid in list(self._pending)]
+        if ending:
+            await asyncio.wait([asyncio.ensure_future(e) for e in ending], timeout=5)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -244,6 +253,8 @@ class JobService:
 
     def session_closed(self, session: ClientSession) -> None:
         """The agent hung up: its running jobs can no longer report here."""
+        if self._stopping:
+            return  # rportd hung up, and stop() has said so
         for jid, pending in list(self._pending.items()):
             if pending.session is session:
                 self._spawn(self._finish(jid, lambda job: finished(
