@@ -382,6 +382,14 @@ async def test_ws_streams_each_job_then_closes(world: World) -> None:
     assert "REDACTED" not in token and token not in world.rportd.log_text()
 
 
+async def test_ws_forwards_a_streamed_job_output_before_its_result(world: World) -> None:
+    messages = await _ws(world, {"command": "/usr/bin/printf streamed", "client_ids": ["old"],
+                                 "stream_result": True}, token=world.token("alice"))
+    chunk, job = messages
+    assert chunk == {"jid": job["jid"], "stream": "stdout", "data": "chunk"}
+    assert job["result"]["stdout"] == "streamed" and job["stream_result"] is True
+
+
 async def test_ws_refuses_bad_requests_with_rports_error_payload(world: World) -> None:
     token = world.token("alice")
     for request, code in (("not json", "ERR_CODE_INVALID_JSON"),

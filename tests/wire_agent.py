@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 import asyncssh
 
@@ -43,6 +44,20 @@ async def _open(conn: asyncssh.SSHClientConnection, kind: bytes, extra: bytes) -
     return "accepted"
 
 
+class StreamingRunner(CommandRunner):
+    """As the newest client with stream_result: a stdout channel (extra data: the Job JSON)
+    carrying the output before the cmd_result."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, send: Any):
+        super().__init__(CommandPolicy(), send)
+        self._conn = conn
+
+    async def start(self, payload: bytes) -> dict[str, Any]:
+        if json.loads(payload).get("stream_result"):
+            print(f"stream {await _open(self._conn, b'stdout', payload)}", flush=True)
+        return await super().start(payload)
+
+
 async def _command(conn: asyncssh.SSHClientConnection, line: str) -> None:
     verb, _, jid = line.strip().partition(" ")
     if verb == "result":
@@ -62,7 +77,7 @@ async def main(server: str, auth: str, client_id: str, mode: str) -> None:
     settings = AgentSettings(parse_server(server), auth_id, password)
     conn = await open_ssh(settings)
     send = result_sender(conn) if mode == "runs" else (lambda payload: None)
-    conn.runner = CommandRunner(CommandPolicy(), send)  # type: ignore[attr-defined]
+    conn.runner = StreamingRunner(conn, send)  # type: ignore[attr-defined]
     await register(conn, request(client_id))
     print("registered", flush=True)
     loop = asyncio.get_running_loop()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..config import ServerConfig
-from ..errors import BadRequest, RportdError, StoreError
+from ..errors import BadRequest, Conflict, RportdError, StoreError
 from ..registry import ClientRecord, ClientSession
 from ..store import Store
 from .model import (
@@ -33,10 +33,13 @@ from .model import (
 )
 from .store import JobStore
 
-__all__ = ["JobService", "JobListener", "RUN_CMD_TIMEOUT", "MAX_TARGETS"]
+__all__ = ["JobService", "JobListener", "RUN_CMD_TIMEOUT", "MAX_TARGETS",
+           "MAX_RUNNING_PER_CLIENT", "MAX_MULTI_PER_TENANT"]
 
 log = logging.getLogger("rportd.jobs")
 
+MAX_RUNNING_PER_CLIENT = 100
+MAX_MULTI_PER_TENANT = 50  # multi-client jobs in progress at once
 RUN_CMD_TIMEOUT = 30.0  # the 2021 client answers a multi-job's run_cmd once its previous job ends
 MAX_TARGETS = 1000  # clients in one multi-client job
 
@@ -75,6 +78,8 @@ class JobService:
         self._pending: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._running: dict[int, int] = {}  # id(session) -> its pending jobs
+        self._multi_running: dict[str, int] = {}  # tenant -> multi-client jobs in progress
 
     # ------------------------------------------------------------------ life cycle
     async def recover(self) -> int:
@@ -137,8 +142,12 @@ class JobService:
                           listener: JobListener | None = None) -> Job:
         """Persist the multi-client job, then run it in the background; returns it at once."""
         self.check_runnable(records, spec)
+        if self._multi_running.get(tenant, 0) >= MAX_MULTI_PER_TENANT:
+            raise Conflict(f"{MAX_MULTI_PER_TENANT} multi-client jobs are still running; wait "
+                           "for one to end", code="ERR_CODE_TOO_MANY_JOBS")
         multi = new_multi_job(spec, targets[0], targets[1], created_by, concurrent, abort_on_err)
         await self.store.insert_multi_job(tenant, multi)
+        self._multi_running[tenant] = self._multi_running.get(tenant, 0) + 1
         self._spawn(self._run_multi(tenant, multi, records, spec, listener))
         return multi
 
@@ -155,6 +164,9 @@ class JobService:
                         break
             await self._prune(self.store.prune_multi_jobs(tenant, self._keep))
         finally:
+            left = self._multi_running.pop(tenant, 1) - 1
+            if left > 0:
+                self._multi_running[tenant] = left
             if listener is not None:
                 listener.all_done()
 
@@ -183,29 +195,55 @@ class JobService:
         if session is None:  # gone since the check: only a multi-client job gets here
             await self._fail_at_start(pending, "the client is not connected")
             return pending
-        self._pending[job["jid"]] = pending
+        try:
+            self._admit(pending, session)
+        except Conflict as exc:
+            if multi_jid is None:
+                raise
+            pending.session = None  # never sent: kept as a failed part of the multi-job
+            await self._fail_at_start(pending, exc.detail)
+            return pending
         async with pending.lock:
             try:
                 await self.store.insert_job(record.tenant, job)
             except BaseException:
-                self._pending.pop(job["jid"], None)
+                self._drop(job["jid"])
                 raise
             await self._send(pending, session, multi_jid is None)
         return pending
+
+    def _admit(self, pending: _Pending, session: ClientSession) -> None:
+        """A client runs at most MAX_RUNNING_PER_CLIENT jobs rportd waits for (the newest
+        client runs commands side by side): what waits in memory stays bounded."""
+        if self._running.get(id(session), 0) >= MAX_RUNNING_PER_CLIENT:
+            raise Conflict(f"the client already runs {MAX_RUNNING_PER_CLIENT} jobs; wait for "
+                           "one to end", code="ERR_CODE_TOO_MANY_JOBS")
+        self._pending[pending.job["jid"]] = pending
+        self._running[id(session)] = self._running.get(id(session), 0) + 1
+
+    def _drop(self, jid: str) -> None:
+        pending = self._pending.pop(jid, None)
+        if pending is None or pending.session is None:
+            return
+        left = self._running.get(id(pending.session), 0) - 1
+        if left > 0:
+            self._running[id(pending.session)] = left
+        else:
+            self._running.pop(id(pending.session), None)
 
     async def _send(self, pending: _Pending, session: ClientSession, single: bool) -> None:
         job = pending.job
         try:
             reply = await session.run_job(job, RUN_CMD_TIMEOUT)
         except RportdError as exc:
-            self._pending.pop(job["jid"], None)
+            self._drop(job["jid"])
             if single:
                 await self._forget(pending)
                 raise
             await self._fail_at_start(pending, exc.detail or str(exc))
             return
         except BaseException:
-            self._pending.pop(job["jid"], None)
+            self._drop(job["jid"])
             raise
         started = reply.get("StartedAt")
         pid = reply.get("Pid")
@@ -269,7 +307,7 @@ class JobService:
                 return  # ended meanwhile (a result and a timeout racing)
             pending.job = edit(pending.job)
             await self._persist(pending)
-            del self._pending[jid]
+            self._drop(jid)
             if pending.timer is not None:
                 pending.timer.cancel()
             self._publish(pending)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import NotFound
 from ..store import Store
-from ..tenancy import Scope
+from ..tenancy import Scope, exact_equals
 from .model import Job, job_summary, multi_summary
 
 __all__ = ["JobStore", "job_not_found", "multi_job_not_found"]
@@ -40,6 +40,11 @@ class JobStore:
     def __init__(self, store: Store):
         self._store = store
 
+    def _where(self, *columns: str) -> str:
+        """`column = ?` (for the index) and the byte-exact test, for each column: MariaDB's
+        utf8mb4_bin still pads, so 'J ' would find 'J' and 'c1 ' would find 'c1'."""
+        return " AND ".join(f"{c} = ? AND {exact_equals(self._store, c)}" for c in columns)
+
     # ------------------------------------------------------------------ writes (rportd's own)
     async def insert_job(self, tenant: str, job: Job) -> None:
         await self._store.execute(
@@ -50,11 +55,13 @@ class JobStore:
 
     async def update_job(self, tenant: str, job: Job) -> None:
         await self._store.execute(
-            "UPDATE jobs SET status = ?, finished_at = ?, details = ? WHERE tenant = ? AND jid = ?",
-            (job["status"], job["finished_at"], json.dumps(job), tenant, job["jid"]))
+            "UPDATE jobs SET status = ?, finished_at = ?, details = ? WHERE "
+            + self._where("tenant", "jid"),
+            (job["status"], job["finished_at"], json.dumps(job), *_twice(tenant, job["jid"])))
 
     async def delete_job(self, tenant: str, jid: str) -> None:
-        await self._store.execute("DELETE FROM jobs WHERE tenant = ? AND jid = ?", (tenant, jid))
+        await self._store.execute("DELETE FROM jobs WHERE " + self._where("tenant", "jid"),
+                                  _twice(tenant, jid))
 
     async def insert_multi_job(self, tenant: str, multi: Job) -> None:
         await self._store.execute(
@@ -71,8 +78,9 @@ class JobStore:
     async def prune_client(self, tenant: str, client_id: str, keep: int) -> int:
         """Delete a client's finished jobs beyond the `keep` newest; how many went."""
         rows = await self._store.fetchall(
-            "SELECT jid FROM jobs WHERE tenant = ? AND client_id = ? ORDER BY started_at DESC, "
-            "jid DESC LIMIT ? OFFSET ?", (tenant, client_id, _PRUNE_BATCH, keep))
+            "SELECT jid FROM jobs WHERE " + self._where("tenant", "client_id")
+            + " ORDER BY started_at DESC, jid DESC LIMIT ? OFFSET ?",
+            (*_twice(tenant, client_id), _PRUNE_BATCH, keep))
         return await self._delete_finished(tenant, [str(row[0]) for row in rows])
 
     async def _delete_finished(self, tenant: str, jids: list[str]) -> int:
@@ -80,26 +88,27 @@ class JobStore:
             return 0
         marks = ", ".join("?" for _ in jids)
         return await self._store.execute(
-            f"DELETE FROM jobs WHERE tenant = ? AND status <> ? AND jid IN ({marks})",
-            (tenant, "running", *jids))
+            f"DELETE FROM jobs WHERE {self._where('tenant')} AND status <> ? AND jid IN ({marks})",
+            (*_twice(tenant), "running", *jids))
 
     async def prune_multi_jobs(self, tenant: str, keep: int) -> int:
         rows = await self._store.fetchall(
-            "SELECT jid FROM multi_jobs WHERE tenant = ? ORDER BY started_at DESC, jid DESC "
-            "LIMIT ? OFFSET ?", (tenant, _PRUNE_BATCH, keep))
+            f"SELECT jid FROM multi_jobs WHERE {self._where('tenant')} ORDER BY started_at DESC, "
+            "jid DESC LIMIT ? OFFSET ?", (*_twice(tenant), _PRUNE_BATCH, keep))
         jids = [str(row[0]) for row in rows]
         if not jids:
             return 0
         marks = ", ".join("?" for _ in jids)
         return await self._store.execute(
-            f"DELETE FROM multi_jobs WHERE tenant = ? AND jid IN ({marks})", (tenant, *jids))
+            f"DELETE FROM multi_jobs WHERE {self._where('tenant')} AND jid IN ({marks})",
+            (*_twice(tenant), *jids))
 
     # ------------------------------------------------------------------ scoped reads
     async def job(self, scope: Scope, client_id: str, jid: str) -> Job:
         tenant = _tenant(scope)
         row = None if tenant is None else await self._store.fetchone(
-            "SELECT details FROM jobs WHERE tenant = ? AND client_id = ? AND jid = ?",
-            (tenant, client_id, jid))
+            "SELECT details FROM jobs WHERE " + self._where("tenant", "client_id", "jid"),
+            _twice(tenant, client_id, jid))
         if row is None:
             raise job_not_found()
         return _loads(row[0])
@@ -110,7 +119,8 @@ class JobStore:
         if tenant is None:
             return []
         rows = await self._store.fetchall(
-            "SELECT details FROM jobs WHERE tenant = ? AND client_id = ?", (tenant, client_id))
+            "SELECT details FROM jobs WHERE " + self._where("tenant", "client_id"),
+            _twice(tenant, client_id))
         summaries = [job_summary(_loads(row[0])) for row in rows]
         summaries.sort(key=lambda j: j["finished_at"] or "~", reverse=True)
         return summaries
@@ -119,13 +129,14 @@ class JobStore:
         """The multi-client job with its jobs (oldest first)."""
         tenant = _tenant(scope)
         row = None if tenant is None else await self._store.fetchone(
-            "SELECT details FROM multi_jobs WHERE tenant = ? AND jid = ?", (tenant, jid))
+            "SELECT details FROM multi_jobs WHERE " + self._where("tenant", "jid"),
+            _twice(tenant, jid))
         if row is None:
             raise multi_job_not_found()
         assert tenant is not None
         jobs = await self._store.fetchall(
-            "SELECT details FROM jobs WHERE tenant = ? AND multi_job_id = ? "
-            "ORDER BY started_at, jid", (tenant, jid))
+            "SELECT details FROM jobs WHERE " + self._where("tenant", "multi_job_id")
+            + " ORDER BY started_at, jid", _twice(tenant, jid))
         return {**_loads(row[0]), "jobs": [_loads(job[0]) for job in jobs]}
 
     async def multi_jobs(self, scope: Scope) -> list[Job]:
@@ -133,9 +144,14 @@ class JobStore:
         if tenant is None:
             return []
         rows = await self._store.fetchall(
-            "SELECT details FROM multi_jobs WHERE tenant = ? ORDER BY started_at DESC, jid DESC",
-            (tenant,))
+            f"SELECT details FROM multi_jobs WHERE {self._where('tenant')} "
+            "ORDER BY started_at DESC, jid DESC", _twice(tenant))
         return [multi_summary(_loads(row[0])) for row in rows]
+
+
+def _twice(*values: str) -> tuple[str, ...]:
+    """Each value bound twice, as `_where` compares each column twice."""
+    return tuple(v for value in values for v in (value, value))
 
 
 def _loads(details: Any) -> Job:
