@@ -56,8 +56,9 @@ def _string(body: dict[str, Any], key: str, limit: int = _MAX_TEXT) -> str:
         return ""
     if not isinstance(value, str) or "\x00" in value:
         raise BadRequest(f"{key} must be a string", code="ERR_CODE_INVALID_FIELD")
-    if len(value.encode("utf-8")) > limit:
-        raise BadRequest(f"{key} is longer than {limit} bytes", code="ERR_CODE_INVALID_FIELD")
+    if len(value) > limit:
+        raise BadRequest(f"{key} is longer than {limit} characters",
+                         code="ERR_CODE_INVALID_FIELD")
     return value
 
 
@@ -112,14 +113,15 @@ def _command(body: dict[str, Any]) -> str:
 
 def _script(body: dict[str, Any]) -> str:
     encoded = _string(body, "script", 1 << 20)
-    try:
-        script = base64.b64decode(encoded, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        raise BadRequest("script must be the script's text, base64-encoded (UTF-8)",
-                         code="ERR_CODE_INVALID_SCRIPT") from None
-    if not script.strip():
+    if not encoded:
         raise BadRequest("script cannot be empty", code="ERR_CODE_MISSING_SCRIPT")
-    return script
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("script must be the script's text, base64-encoded",
+                         code="ERR_CODE_INVALID_SCRIPT") from None
+    # As openrport (a Go string marshalled to JSON): bytes that are not UTF-8 become U+FFFD.
+    return raw.decode("utf-8", "replace")
 
 
 def _many(body: dict[str, Any], spec: JobSpec, minimum: int) -> CommandRequest:

@@ -129,23 +129,33 @@ def _credential_paths() -> dict[str, Any]:
     }
 
 
+_NO_NUL = "^[^\\x00]*$"
 _JOB_FIELDS: dict[str, Any] = {
     "timeout_sec": {"type": "integer", "minimum": 0, "maximum": 86400},
-    "cwd": {"type": "string"}, "is_sudo": {"type": "boolean"},
-    "interpreter": {"type": "string"}, "stream_result": {"type": "boolean"}}
-_MANY_FIELDS: dict[str, Any] = {
-    "client_ids": {"type": "array", "items": {"type": "string"}},
-    "group_ids": {"type": "array", "items": {"type": "string"}},
-    "execute_concurrently": {"type": "boolean"}, "abort_on_error": {"type": "boolean"}}
+    "cwd": {"type": "string", "maxLength": 4096, "pattern": _NO_NUL},
+    "is_sudo": {"type": "boolean"}, "stream_result": {"type": "boolean"},
+    "interpreter": {"type": "string", "maxLength": 256, "pattern": _NO_NUL}}
+_BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _targets(minimum: int) -> dict[str, Any]:
+    # group_ids (client groups) are accepted once groups can be targets; undocumented until then
+    return {"client_ids": {"type": "array", "minItems": minimum, "maxItems": 1000,
+                           "uniqueItems": True, "items": {"type": "string", "minLength": 1,
+                                                          "maxLength": 150}},
+            "execute_concurrently": {"type": "boolean"}, "abort_on_error": {"type": "boolean"}}
 
 
 def _job_body(many: bool, script: bool) -> dict[str, Any]:
-    first = ({"script": {"type": "string", "description": "the script, base64"}} if script else
-             {"command": {"type": "string", "minLength": 1},
-              "shell": {"type": "string", "enum": ["", "cmd", "powershell"]}})
-    fields = {**first, **_JOB_FIELDS, **(_MANY_FIELDS if many else {})}
-    return _json({"type": "object", "required": ["script" if script else "command"],
-                  "properties": fields, "additionalProperties": False})
+    first = ({"script": {"type": "string", "minLength": 4, "maxLength": 1 << 20,
+                         "pattern": _BASE64, "description": "the script, base64"}} if script
+             else {"command": {"type": "string", "maxLength": 1 << 16,
+                               "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$"},
+                   "shell": {"type": "string", "enum": ["", "cmd", "powershell"]}})
+    fields = {**first, **_JOB_FIELDS, **(_targets(1 if script else 2) if many else {})}
+    required = ["script" if script else "command", *(["client_ids"] if many else [])]
+    return _json({"type": "object", "required": required, "properties": fields,
+                  "additionalProperties": False})
 
 
 def _command_paths() -> dict[str, Any]:
