@@ -226,6 +226,19 @@ def test_a_result_for_a_job_not_started_on_that_connection_is_ignored(world: Wor
              what="both forged results logged")
 
 
+def test_another_tenants_client_with_the_same_id_cannot_report_a_job(world: World) -> None:
+    jid = run(world, "c2", "/usr/bin/sleep 1", timeout_sec=10)
+    twin = WireAgent(world, "cg", "c2", "runs")  # tenant G's "c2", not J's
+    try:
+        twin.send(f"result {jid}")
+        twin.wait_output("result sent")
+        job = finished_job(world, "c2", jid)
+        assert job["status"] == "successful" and "forged" not in json.dumps(job)
+        assert world.request("GET", f"/api/v1/clients/c2/commands/{jid}", "gina").status == 404
+    finally:
+        twin.stop()
+
+
 def test_agent_opened_channels_are_refused_unless_streaming_a_job_of_theirs(world: World) -> None:
     jid = run(world, "c1", "/usr/bin/sleep 1", timeout_sec=10)
     old = world.wire[0]  # type: ignore[attr-defined]
@@ -331,6 +344,9 @@ def test_results_survive_a_restart_and_running_jobs_end_unknown(world: World) ->
             agent.wait_connected(2)
     kept = finished_job(world, "c1", done)
     assert kept["result"]["stdout"] == "kept"
+    hidden = world.request("GET", f"/api/v1/clients/c1/commands/{done}", "gina")  # G's own c1
+    missing = world.request("GET", "/api/v1/clients/c1/commands/none", "gina")
+    assert hidden.status == 404 and hidden.body == missing.body
     lost = finished_job(world, "c2", running)
     assert (lost["status"], lost["error"]) == (
         "unknown", "rportd stopped before the client reported the result")
