@@ -404,6 +404,9 @@ async def test_ws_forwards_a_streamed_job_output_before_its_result(world: World)
     chunk, job = messages
     assert chunk == {"jid": job["jid"], "stream": "stdout", "data": "chunk"}
     assert job["result"]["stdout"] == "streamed" and job["stream_result"] is True
+    old = world.wire[0]  # type: ignore[attr-defined]
+    assert "job stream accepted" in old.output()
+    assert "second job stream refused" in old.output()  # one stdout channel per job
 
 
 async def test_ws_refuses_bad_requests_with_rports_error_payload(world: World) -> None:

@@ -54,7 +54,9 @@ class StreamingRunner(CommandRunner):
 
     async def start(self, payload: bytes) -> dict[str, Any]:
         if json.loads(payload).get("stream_result"):
-            print(f"stream {await _open(self._conn, b'stdout', payload)}", flush=True)
+            print(f"job stream {await _open(self._conn, b'stdout', payload)}", flush=True)
+            print(f"second job stream {await _open(self._conn, b'stdout', payload)}",
+                  flush=True)
         return await super().start(payload)
 
 

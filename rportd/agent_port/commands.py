@@ -91,7 +91,7 @@ def open_stream(conn: SSHServerConnection, jobs: JobService | None, session: Any
     this connection with stream_result (the extra data is the Job JSON). Raises
     ChannelOpenError otherwise; rportd never dials anything an agent names."""
     jid = _jid_of(extra)
-    if jobs is None or jid is None or not jobs.streams_for(session, jid):
+    if jobs is None or jid is None or not jobs.open_stream(session, jid, stream):
         log.warning("refused an agent's %s channel: no job of this connection streams "
                     "(jid %r)", stream, jid[:64] if jid else None)
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,

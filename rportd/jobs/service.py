@@ -64,6 +64,7 @@ class _Pending:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timer: asyncio.TimerHandle | None = None
     streamed: int = 0
+    streams: set[str] = field(default_factory=set)  # stdout/stderr channels opened
 
 
 class JobService:
@@ -335,12 +336,15 @@ class JobService:
             log.warning("old job results not deleted: %s", exc)
 
     # ------------------------------------------------------------------ streamed output
-    def streams_for(self, session: ClientSession, jid: str) -> bool:
-        """Whether `session` may open a stdout/stderr channel for `jid`: a job rportd started
-        on that connection with stream_result, still running."""
+    def open_stream(self, session: ClientSession, jid: str, stream: str) -> bool:
+        """Whether `session` may open its `stream` channel for `jid`: a job rportd started on
+        that connection with stream_result, still running, each stream once."""
         pending = self._pending.get(jid)
-        return (pending is not None and pending.session is session
-                and bool(pending.job.get("stream_result")))
+        if (pending is None or pending.session is not session or stream in pending.streams
+                or not pending.job.get("stream_result")):
+            return False
+        pending.streams.add(stream)
+        return True
 
     def stream_output(self, jid: str, stream: str, data: bytes) -> None:
         """Streamed output goes to the job's listener, at most the stored cap in all."""
