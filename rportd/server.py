@@ -25,6 +25,7 @@ from .auth.clients import FileClientAuth, client_auth_from_config
 from .auth.tokens import TokenIssuer, load_or_create_secret
 from .auth.users import FileUsers, users_from_config
 from .bootstrap import create_first_credentials
+from .client_groups import ClientGroups
 from .config import Config
 from .errors import ConfigError, RportdError, StoreError
 from .jobs import JobService
@@ -111,6 +112,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[None]] = set()
         server = config.server
         self.registry = Registry(store, server.keep_lost_clients)
+        self.groups = ClientGroups(store, self.registry)
         self.host_key = (derive_key_from_seed(server.key_seed) if server.key_seed
                          else load_or_create_host_key(server.data_dir))
         self.fingerprint = fingerprint(self.host_key)
@@ -194,7 +196,8 @@ class Runtime:
 
     def _api_context(self) -> ApiContext:
         return ApiContext(self.config, self.registry, self.agents.client_auth, self.agents.ports,
-                          self.agents.traffic, self.fingerprint, self.connect_url, self.jobs)
+                          self.agents.traffic, self.fingerprint, self.connect_url, self.groups,
+                          self.jobs)
 
     @property
     def connect_url(self) -> str:

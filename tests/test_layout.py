@@ -20,13 +20,15 @@ ALLOWED: dict[str, set[str]] = {
     "auth": {"config", "errors", "store", "tenancy"},
     "registry": {"errors", "store", "tenancy", "tunnel_spec"},
     "bootstrap": {"auth", "config", "store"},
+    "client_groups": {"errors", "registry", "store", "tenancy"},
     "jobs": {"config", "errors", "registry", "store", "tenancy"},
     "agent_port": {"auth", "config", "jobs", "registry", "store", "tenancy", "tunnel_spec",
                    "wire"},
-    "api": {"auth", "config", "jobs", "registry", "store", "tenancy", "tunnel_spec", "wire"},
+    "api": {"auth", "client_groups", "config", "jobs", "registry", "store", "tenancy",
+            "tunnel_spec", "wire"},
     "client": {"config", "tunnel_spec", "wire"},
-    "server": {"agent_port", "api", "auth", "bootstrap", "config", "jobs", "logs", "preflight",
-               "registry", "store", "tenancy", "tunnel_spec", "wire"},
+    "server": {"agent_port", "api", "auth", "bootstrap", "client_groups", "config", "jobs",
+               "logs", "preflight", "registry", "store", "tenancy", "tunnel_spec", "wire"},
     "cli": {"bootstrap", "config", "logs", "preflight", "server", "store"},
 }
 

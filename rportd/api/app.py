@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..errors import DatabaseUnavailable, NotFound, RportdError, StoreError
-from . import auth, bodies, clients, clients_auth, commands, ws_commands
+from . import auth, bodies, client_groups, clients, clients_auth, commands, ws_commands
 from .admission import ANONYMOUS, FairAdmission
 from .auth import AUTHENTICATOR, CALLER, Authenticator
 from .context import CONTEXT, ApiContext
@@ -174,6 +174,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/clients-auth", clients_auth.create_credential, "credentials:write"),
     Route("DELETE", "/api/v1/clients-auth/{id}", clients_auth.delete_credential,
           "credentials:write"),
+    Route("GET", "/api/v1/client-groups", client_groups.list_groups, "client-groups:read"),
+    Route("POST", "/api/v1/client-groups", client_groups.create_group, "client-groups:write"),
+    Route("GET", "/api/v1/client-groups/{id}", client_groups.get_group, "client-groups:read"),
+    Route("PUT", "/api/v1/client-groups/{id}", client_groups.put_group, "client-groups:write"),
+    Route("DELETE", "/api/v1/client-groups/{id}", client_groups.delete_group,
+          "client-groups:write"),
 )
 
 

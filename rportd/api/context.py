@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..auth.clients import ClientAuth
+from ..client_groups import ClientGroups
 from ..config import Config
 from ..jobs import JobService
 from ..registry import Registry
@@ -29,6 +30,7 @@ class ApiContext:
     traffic: TrafficMeter
     fingerprint: str
     connect_url: str
+    groups: ClientGroups
     jobs: JobService | None = None  # remote commands (rportd/jobs)
 
 

@@ -6,6 +6,13 @@ from typing import Any
 
 from .. import __version__
 from ..auth.tokens import MAX_LIFETIME
+from ..client_groups import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_PATTERN_LENGTH,
+    MAX_PATTERNS_PER_PARAM,
+    PARAM_NAMES,
+)
 
 __all__ = ["openapi_spec"]
 
@@ -191,6 +198,45 @@ def _command_paths() -> dict[str, Any]:
     }
 
 
+_GROUP_ID = f"^[A-Za-z0-9_*-]{{1,{MAX_ID_LENGTH}}}$"
+
+
+def _client_group_schema() -> dict[str, Any]:
+    patterns = {"type": "array", "nullable": True, "maxItems": MAX_PATTERNS_PER_PARAM,
+                "items": {"type": "string", "maxLength": MAX_PATTERN_LENGTH}}
+    params = {"type": "object", "nullable": True, "additionalProperties": False,
+              "description": "per client property, patterns (case-insensitive, * wildcard); "
+                             "a client must match every property given",
+              "properties": {name: patterns for name in PARAM_NAMES}}
+    return {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {
+        "id": {"type": "string", "pattern": _GROUP_ID},
+        "description": {"type": "string", "nullable": True,
+                        "maxLength": MAX_DESCRIPTION_LENGTH},
+        "params": params,
+        "client_ids": {"type": "array", "nullable": True, "items": {"type": "string"},
+                       "description": "read-only: ignored"}}}
+
+
+def _client_group_paths() -> dict[str, Any]:
+    group_id = _path("id", _GROUP_ID)
+    body = _json(_client_group_schema())
+    return {
+        "/api/v1/client-groups": {
+            "get": _op("listClientGroups", "The caller's client groups with their members"),
+            "post": _op("createClientGroup", "Create a client group", ok="201",
+                        errors=("403", "409", *_AUTHED), body=body),
+        },
+        "/api/v1/client-groups/{id}": {
+            "get": _op("getClientGroup", "One client group with its members",
+                       params=[group_id], errors=("400", "404", *_AUTHED)),
+            "put": _op("putClientGroup", "Replace a client group, or create it", ok="204",
+                       params=[group_id], errors=("403", *_AUTHED), body=body),
+            "delete": _op("deleteClientGroup", "Delete a client group", ok="204",
+                          params=[group_id], errors=("400", "404", *_AUTHED)),
+        },
+    }
+
+
 def openapi_spec() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -220,5 +266,6 @@ def openapi_spec() -> dict[str, Any]:
             **_client_paths(),
             **_credential_paths(),
             **_command_paths(),
+            **_client_group_paths(),
         },
     }
