@@ -326,3 +326,24 @@ async def test_ws_commands_streams_only_the_callers_tenant(world: World) -> None
     mine = await exchange("gina", {"command": "/usr/bin/printf g", "client_ids": ["x", "gonly"]})
     assert sorted(j["client_id"] for j in mine) == ["gonly", "x"]
     assert {j["result"]["stdout"] for j in mine} == {"g"}
+
+
+def test_a_group_as_command_target_holds_only_the_callers_clients(world: World) -> None:
+    made = world.request("POST", "/api/v1/client-groups", "alice",
+                         body=b'{"id": "every-j", "params": {"client_id": ["*"]}}')
+    assert made.status == 201, made.body
+    try:
+        jid = _run(world, "alice", "/api/v1/commands", {"command": "/usr/bin/printf g",
+                                                        "group_ids": ["every-j"]})
+        jobs = wait_for(lambda: (j := world.request(
+            "GET", f"/api/v1/commands/{jid}", "alice").json()["data"]["jobs"]) and len(j) == 2
+            and all(x["status"] != "running" for x in j) and j, what="the group's jobs")
+        assert sorted(j["client_id"] for j in jobs) == ["jonly", "x"]  # not gonly, not o1
+        theirs = json.dumps({"command": "/usr/bin/id", "group_ids": ["every-j"]}).encode()
+        missing = json.dumps({"command": "/usr/bin/id", "group_ids": ["nope"]}).encode()
+        for user in ("gina", "nobody"):
+            one = world.request("POST", "/api/v1/commands", user, body=theirs)
+            other = world.request("POST", "/api/v1/commands", user, body=missing)
+            assert one.status == other.status == 404 and one.body == other.body
+    finally:
+        world.request("DELETE", "/api/v1/client-groups/every-j", "alice")

@@ -330,6 +330,28 @@ def test_abort_on_error_stops_the_sequence(world: World) -> None:
     assert len(finished_multi(world, failed_first.json()["data"]["jid"], 1)["jobs"]) == 1
 
 
+def test_a_group_as_target(world: World) -> None:
+    made = post(world, "/api/v1/client-groups", {"id": "cs", "params": {"client_id": ["c*"]}})
+    assert made.status == 201, made.body
+    answer = post(world, "/api/v1/commands", {"command": "/usr/bin/printf g",
+                                              "group_ids": ["cs"], "client_ids": ["old"],
+                                              "execute_concurrently": True})
+    assert answer.status == 200, answer.body
+    multi = finished_multi(world, answer.json()["data"]["jid"], 3)
+    assert sorted(j["client_id"] for j in multi["jobs"]) == ["c1", "c2", "old"]
+    assert multi["group_ids"] == ["cs"] and multi["client_ids"] == ["old"]
+    # gina's tenant has a c1 too, but J's group is not hers: as if it did not exist
+    theirs = post(world, "/api/v1/commands", {"command": "/usr/bin/id", "group_ids": ["cs"]},
+                  "gina")
+    missing = post(world, "/api/v1/commands", {"command": "/usr/bin/id", "group_ids": ["nope"]},
+                   "gina")
+    assert theirs.status == missing.status == 404 and theirs.body == missing.body
+    empty = post(world, "/api/v1/client-groups", {"id": "none", "params": {"client_id": ["z*"]}})
+    assert empty.status == 201
+    nobody = post(world, "/api/v1/commands", {"command": "/usr/bin/id", "group_ids": ["none"]})
+    assert error(nobody)[:2] == (400, "ERR_CODE_NO_CLIENTS_IN_GROUPS")
+
+
 # ---------------------------------------------------------------- restart
 
 
@@ -458,7 +480,8 @@ BAD_MULTI: list[tuple[Any, str]] = [
     ({"command": "/usr/bin/id", "client_ids": ["c1", 2]}, "ERR_CODE_INVALID_FIELD"),
     ({"command": "/usr/bin/id", "client_ids": ["c1", "c2"], "execute_concurrently": 1},
      "ERR_CODE_INVALID_FIELD"),
-    ({"command": "/usr/bin/id", "group_ids": ["g1"]}, "ERR_CODE_GROUPS_NOT_SUPPORTED"),
+    ({"command": "/usr/bin/id", "group_ids": ["bad id!"]}, "ERR_CODE_INVALID_CLIENT_GROUP_ID"),
+    ({"command": "/usr/bin/id", "group_ids": "web"}, "ERR_CODE_INVALID_FIELD"),
 ]
 BAD_SCRIPTS: list[tuple[Any, str]] = [
     ({}, "ERR_CODE_MISSING_SCRIPT"), ({"script": "%%%"}, "ERR_CODE_INVALID_SCRIPT"),
@@ -479,6 +502,9 @@ def test_bad_input_for_every_endpoint(world: World) -> None:
     missing = post(world, "/api/v1/commands", {"command": "/usr/bin/id",
                                                "client_ids": ["c1", "nope"]})
     assert error(missing)[:2] == (404, "ERR_CODE_CLIENT_NOT_FOUND")
+    unknown_group = post(world, "/api/v1/commands", {"command": "/usr/bin/id",
+                                                     "group_ids": ["nope"]})
+    assert error(unknown_group)[:2] == (404, "ERR_CODE_CLIENT_GROUP_NOT_FOUND")
     for path in ("/api/v1/clients/c1/commands/nope", "/api/v1/commands/nope"):
         assert error(world.request("GET", path, "alice"))[:2] == (404, "ERR_CODE_JOB_NOT_FOUND")
     assert "Traceback" not in world.rportd.log_text()

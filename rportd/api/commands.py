@@ -47,7 +47,8 @@ async def _run_one(request: web.Request, parsed: CommandRequest) -> web.Response
 
 async def _run_many(request: web.Request, parsed: CommandRequest) -> web.Response:
     caller, jobs = request[CALLER], job_service(request)
-    records = resolve_targets(request.app[CONTEXT].registry, caller.scope, parsed)
+    ctx = request.app[CONTEXT]
+    records = await resolve_targets(ctx.registry, ctx.groups, caller.scope, parsed)
     tenant = caller.scope.tenant or ""  # without multi-tenancy every client is under ""
     multi = await jobs.start_multi(tenant, records, parsed.spec, caller.user.username,
                                    (parsed.client_ids, parsed.group_ids), parsed.concurrent,

@@ -11,6 +11,7 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+from ..client_groups import ClientGroups, clients_in_groups
 from ..errors import BadRequest
 from ..jobs import JobSpec
 from ..jobs.service import MAX_TARGETS
@@ -149,11 +150,21 @@ def parse_script(body: Any, default_timeout: int, many: bool = False) -> Command
     return _many(body, spec, 1) if many else CommandRequest(spec, [], [], False, True)
 
 
-def resolve_targets(registry: Registry, scope: Scope, request: CommandRequest) -> list[
-        ClientRecord]:
+async def resolve_targets(registry: Registry, groups: ClientGroups, scope: Scope,
+                          request: CommandRequest) -> list[ClientRecord]:
     """The caller's clients named by id (NotFound for any other, the same for all), then the
-    members of the named groups."""
-    if request.group_ids:
-        raise BadRequest("group_ids are not supported yet; name the clients in client_ids",
-                         code="ERR_CODE_GROUPS_NOT_SUPPORTED")
-    return [registry.get(scope, client_id) for client_id in request.client_ids]
+    connected members of the named groups not named already (as rport: an unknown group, or
+    another tenant's, is not found; groups without a connected member and no ids, a 400)."""
+    named = [registry.get(scope, client_id) for client_id in request.client_ids]
+    if not request.group_ids:
+        return named
+    members = await clients_in_groups(groups, scope, request.group_ids)
+    if not members and not named:
+        raise BadRequest("no connected clients belong to the selected group(s)",
+                         code="ERR_CODE_NO_CLIENTS_IN_GROUPS")
+    ids = {record.id for record in named}
+    targets = named + [record for record in members if record.id not in ids]
+    if len(targets) > MAX_TARGETS:
+        raise BadRequest(f"the command would run on {len(targets)} clients; at most "
+                         f"{MAX_TARGETS}", code="ERR_CODE_TOO_MANY_CLIENTS")
+    return targets

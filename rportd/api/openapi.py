@@ -146,10 +146,12 @@ _BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
 def _targets(minimum: int) -> dict[str, Any]:
-    # group_ids (client groups) are accepted once groups can be targets; undocumented until then
     return {"client_ids": {"type": "array", "minItems": minimum, "maxItems": 1000,
                            "uniqueItems": True, "items": {"type": "string", "minLength": 1,
                                                           "maxLength": 150}},
+            "group_ids": {"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True,
+                          "items": {"type": "string", "pattern": _GROUP_ID},
+                          "description": "client groups: their connected members"},
             "execute_concurrently": {"type": "boolean"}, "abort_on_error": {"type": "boolean"}}
 
 
@@ -160,9 +162,11 @@ def _job_body(many: bool, script: bool) -> dict[str, Any]:
                                "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$"},
                    "shell": {"type": "string", "enum": ["", "cmd", "powershell"]}})
     fields = {**first, **_JOB_FIELDS, **(_targets(1 if script else 2) if many else {})}
-    required = ["script" if script else "command", *(["client_ids"] if many else [])]
-    return _json({"type": "object", "required": required, "properties": fields,
-                  "additionalProperties": False})
+    schema: dict[str, Any] = {"type": "object", "required": ["script" if script else "command"],
+                              "properties": fields, "additionalProperties": False}
+    if many:
+        schema["anyOf"] = [{"required": ["client_ids"]}, {"required": ["group_ids"]}]
+    return _json(schema)
 
 
 def _command_paths() -> dict[str, Any]:

@@ -109,7 +109,8 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse) -> None:
     parsed = parse_command(await _first_message(request, ws), jobs.default_timeout, many=True,
                            minimum=1)
     caller = request[CALLER]
-    records = resolve_targets(request.app[CONTEXT].registry, caller.scope, parsed)
+    ctx = request.app[CONTEXT]
+    records = await resolve_targets(ctx.registry, ctx.groups, caller.scope, parsed)
     stream = _Stream(len(records))
     if len(records) == 1 and not parsed.group_ids:
         await _one(request, records[0].id, parsed.spec, stream)
