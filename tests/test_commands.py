@@ -84,7 +84,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     tmp = tmp_path_factory.mktemp(f"commands-{request.param}")
     database = _database(request.param, tmp)
     built = build_world(tmp, request.param, database, agents=(), extra={"server": {
-        "cmd_result_grace": "1s", "max_job_output_bytes": OUTPUT_CAP, "jobs_max_results": 50}})
+        "cmd_result_grace": "1s", "max_job_output_bytes": OUTPUT_CAP, "jobs_max_results": 50},
+        "api": {"access_log_file": str(tmp / "access.log")}})
     wire: list[WireAgent] = []
     try:
         for client_id, config in (("c1", SCRIPTS_ON), ("c2", SCRIPTS_ON), ("off", COMMANDS_OFF)):
@@ -417,7 +418,9 @@ async def test_ws_streams_each_job_then_closes(world: World) -> None:
     assert [j["result"]["stdout"] for j in one] == ["one"]
     stored = finished_job(world, "c1", one[0]["jid"])
     assert stored["result"]["stdout"] == "one"
-    assert "REDACTED" not in token and token not in world.rportd.log_text()
+    access = world.rportd.tmp / "access.log"
+    wait_for(lambda: "access_token=REDACTED" in access.read_text(), what="the access log")
+    assert token not in world.rportd.log_text() and token not in access.read_text()
 
 
 async def test_ws_forwards_a_streamed_job_output_before_its_result(world: World) -> None:
