@@ -511,3 +511,20 @@ def test_bad_input_for_every_endpoint(world: World) -> None:
     for path in ("/api/v1/clients/c1/commands/nope", "/api/v1/commands/nope"):
         assert error(world.request("GET", path, "alice"))[:2] == (404, "ERR_CODE_JOB_NOT_FOUND")
     assert "Traceback" not in world.rportd.log_text()
+
+
+def test_jobs_waiting_for_one_client_are_bounded(world: World) -> None:
+    """The mute agent answers every run_cmd and never reports: rportd waits for at most
+    MAX_RUNNING_PER_CLIENT of its jobs (run last: its jobs stay pending until the end)."""
+    from rportd.jobs.service import MAX_RUNNING_PER_CLIENT
+
+    body = {"command": "/usr/bin/true", "timeout_sec": 120}
+    for _ in range(MAX_RUNNING_PER_CLIENT):  # it runs one at a time: retried while busy
+        wait_for(lambda: post(world, "/api/v1/clients/mute/commands", body).status == 200,
+                 what="the mute agent to take a job")
+    refused = post(world, "/api/v1/clients/mute/commands", {"command": "/usr/bin/true"})
+    assert error(refused)[:2] == (409, "ERR_CODE_TOO_MANY_JOBS")
+    many = post(world, "/api/v1/commands", {"command": "/usr/bin/true",
+                                            "client_ids": ["mute", "c1"]})
+    multi = finished_multi(world, many.json()["data"]["jid"], 1)
+    assert multi["jobs"][0]["error"].startswith("the client already runs")
