@@ -105,7 +105,9 @@ class JobService:
             job, "unknown", "rportd stopped before the client reported the result"))
             for jid in list(self._pending)]
         if ending:
-            await asyncio.wait([asyncio.ensure_future(e) for e in ending], timeout=5)
+            _, late = await asyncio.wait([asyncio.ensure_future(e) for e in ending], timeout=5)
+            for task in late:  # a start still waiting for its agent: left to the restart sweep
+                task.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
