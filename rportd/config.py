@@ -106,6 +106,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Agent connections not yet logged in, in all; more are refused at once."),
     Setting("server", "max_unauthenticated_per_address", "int", 256,
             "Agent connections not yet logged in from one IPv4 address or IPv6 /64."),
+    Setting("server", "run_remote_cmd_timeout_sec", "int", 60,
+            "Timeout of a command or script whose request names none (seconds, 1..86400)."),
+    Setting("server", "cmd_result_grace", "duration", "10s",
+            "How long after its timeout a job may still report before it is marked unknown."),
+    Setting("server", "jobs_max_results", "int", 200,
+            "Command results kept per client (and multi-client commands per tenant); older "
+            "ones are deleted. openrport counts 10000 over all clients."),
+    Setting("server", "max_job_output_bytes", "int", 65536,
+            "Bytes of a job's stdout, and of its stderr, that rportd stores; the rest is cut."),
     Setting("server", "allow_root", "bool", False, "Allow running as root."),
     Setting("server", "multi_tenancy", "bool", False,
             "Isolate clients and users by the tenant column of the auth tables."),
@@ -190,6 +199,10 @@ class ServerConfig:
     login_timeout: float
     max_unauthenticated: int
     max_unauthenticated_per_address: int
+    run_remote_cmd_timeout_sec: int
+    cmd_result_grace: float
+    jobs_max_results: int
+    max_job_output_bytes: int
     allow_root: bool
     multi_tenancy: bool
 
@@ -381,6 +394,15 @@ def _check_duration_bounds(server: ServerConfig) -> None:
         raise ConfigError("[server] check_port_timeout", "must be at most 1m")
     if server.check_port_timeout <= 0:
         raise ConfigError("[server] check_port_timeout", "must be more than 0s")
+    _check_job_limits(server)
+
+
+def _check_job_limits(server: ServerConfig) -> None:
+    bounds = {"run_remote_cmd_timeout_sec": (1, 86400), "cmd_result_grace": (0, 3600),
+              "jobs_max_results": (1, 1_000_000), "max_job_output_bytes": (0, 16 << 20)}
+    for key, (low, high) in bounds.items():
+        if not low <= getattr(server, key) <= high:
+            raise ConfigError(f"[server] {key}", f"must be between {low} and {high}")
 
 
 def _check_sources(server: ServerConfig, api: ApiConfig, db: DatabaseConfig) -> None:

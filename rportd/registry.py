@@ -75,6 +75,17 @@ class ClientSession(Protocol):
         """Close a live tunnel; False when the client has no such tunnel."""
         ...
 
+    async def run_job(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send `job` in run_cmd; the agent's success reply ({"Pid", "StartedAt"}). Raises
+        jobs.CommandRefused with the agent's failure text, jobs.NoAnswer after `timeout`, or
+        BadRequest when the connection is closing."""
+        ...
+
+    def supports_scripts(self) -> bool:
+        """Whether the agent's generation understands `is_script` (the 2021 client would run
+        the script text as a command line)."""
+        ...
+
 
 class IdTaken(Conflict):
     """A client id already belongs to another credential (or is connected through one)."""

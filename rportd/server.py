@@ -29,6 +29,7 @@ from .bootstrap import create_first_credentials
 from .client_groups import ClientGroups
 from .config import Config
 from .errors import ConfigError, RportdError, StoreError
+from .jobs import JobService
 from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
 from .preflight import Listeners, bind_listeners, check_files
 from .registry import Registry
@@ -124,8 +125,10 @@ class Runtime:
         self.users = users_from_config(config, store)
         self._jwt_secret = (load_or_create_secret(api.jwt_secret, server.data_dir)
                             if api.address else b"")
+        self.jobs = JobService(store, server)
         self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
-                                    PortPool(server.used_ports, server.excluded_ports))
+                                    PortPool(server.used_ports, server.excluded_ports),
+                                    jobs=self.jobs)
         self.agent_port = AgentPort(self.agents, self.host_key)
 
     async def __aenter__(self) -> Runtime:
@@ -176,6 +179,7 @@ class Runtime:
             if isinstance(source, FileClientAuth | FileUsers):
                 await source.load()
         await self.registry.load()
+        await self.jobs.recover()
         if self.agents.client_auth is None:
             log.warning("no client auth source is set ([server] auth, auth_file or auth_table): "
                         "no agent can log in")
@@ -194,7 +198,8 @@ class Runtime:
 
     def _api_context(self) -> ApiContext:
         return ApiContext(self.config, self.registry, self.agents.client_auth, self.agents.ports,
-                          self.agents.traffic, self.fingerprint, self.connect_url, self.groups)
+                          self.agents.traffic, self.fingerprint, self.connect_url, self.groups,
+                          self.jobs)
 
     @property
     def connect_url(self) -> str:
@@ -231,6 +236,7 @@ class Runtime:
         for site in self._sites:
             await site.stop()
         self._sites.clear()
+        await self.jobs.stop()  # running jobs end unknown, not "client disconnected"
         await self.registry.disconnect_all()  # persisted before the store closes
         await self.agent_port.stop()
         await self.agents.wait_tasks()

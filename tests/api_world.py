@@ -166,11 +166,16 @@ def build_world(tmp: Path, kind: str, database: dict[str, object],
         sql = statement.format(groups=f"{quote}groups{quote}", group=f"{quote}group{quote}")
         for row in rows:
             world.sql(sql, row)
-    rportd.start()
-    for client_id, auth_id in agents:
-        agent = Agent(tmp, rportd.url, f"{auth_id}:{CREDENTIALS[auth_id][0]}", "--id", client_id,
-                      "--name", f"{client_id}@{auth_id}", name=f"agent-{client_id}-{auth_id}")
-        world.agents.append(agent.start())
-    for agent in world.agents:
-        agent.wait_connected()
+    try:
+        rportd.start()
+        for client_id, auth_id in agents:
+            agent = Agent(tmp, rportd.url, f"{auth_id}:{CREDENTIALS[auth_id][0]}", "--id",
+                          client_id, "--name", f"{client_id}@{auth_id}",
+                          name=f"agent-{client_id}-{auth_id}")
+            world.agents.append(agent.start())
+        for agent in world.agents:
+            agent.wait_connected()
+    except BaseException:
+        world.stop()  # a failed set-up leaves no process behind
+        raise
     return world

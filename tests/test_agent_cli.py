@@ -88,7 +88,7 @@ def test_the_real_clients_defaults() -> None:
     assert (settings.keepalive, settings.max_retry_count, settings.max_retry_interval) == (180, -1,
                                                                                          300)
     assert not settings.allow_root and settings.proxy is None and settings.headers == {}
-    assert {o.flag: o.default for o in OPTIONS}["remote-commands-send-back-limit"] == 4194304
+    assert {o.flag: o.default for o in OPTIONS}["remote-commands-send-back-limit"] == 2048
     assert {o.flag: o.default for o in OPTIONS}["remote-commands-enabled"] is True
 
 

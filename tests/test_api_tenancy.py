@@ -439,3 +439,113 @@ def test_tenantless_user_has_no_groups_and_cannot_make_one(world: World) -> None
         assert world.sql("SELECT tenant, id FROM client_groups") == [("", "orphans")]
     finally:
         _drop_groups(world)
+
+# ---------------------------------------------------------------- remote commands and scripts
+
+
+def _run(world: World, user: str, path: str, body: dict[str, object]) -> str:
+    answer = world.request("POST", path, user, body=json.dumps(body).encode())
+    assert answer.status == 200, answer.body
+    return str(answer.json()["data"]["jid"])
+
+
+def _job(world: World, user: str, client: str, jid: str) -> dict[str, object]:
+    def ended() -> dict[str, object] | None:
+        data = world.request("GET", f"/api/v1/clients/{client}/commands/{jid}", user).json()
+        return data["data"] if data["data"]["status"] != "running" else None
+    return dict(wait_for(ended, what=f"job {jid} of {user} on {client}"))
+
+
+def test_jobs_are_the_callers_tenants_only(world: World) -> None:
+    jid = _run(world, "alice", "/api/v1/clients/x/commands", {"command": "/usr/bin/printf J"})
+    assert _job(world, "alice", "x", jid)["result"] == {"stdout": "J", "stderr": "",
+                                                        "summary": ""}
+    # gina's client "x" is another client: alice's job on J's "x" does not exist there
+    same_as_missing(world, "GET", f"/api/v1/clients/x/commands/{jid}",
+                    "/api/v1/clients/x/commands/00000000-0000-0000-0000-000000000000", "gina")
+    same_as_missing(world, "GET", f"/api/v1/clients/jonly/commands/{jid}",
+                    f"/api/v1/clients/nope/commands/{jid}", "gina")
+    listed = world.request("GET", "/api/v1/clients/x/commands", "gina").json()["data"]
+    assert jid not in [j["jid"] for j in listed]
+    assert world.request("GET", "/api/v1/clients/jonly/commands", "gina").body == \
+        world.request("GET", "/api/v1/clients/nope/commands", "gina").body
+    for user in ("nobody", "gina"):
+        assert world.request("GET", f"/api/v1/clients/x/commands/{jid}", user).status == 404
+    theirs = _run(world, "gina", "/api/v1/clients/x/commands", {"command": "/usr/bin/printf G"})
+    assert _job(world, "gina", "x", theirs)["result"]["stdout"] == "G"  # type: ignore[index]
+    stored = world.sql("SELECT tenant FROM jobs WHERE jid IN (?, ?) ORDER BY tenant",
+                       (jid, theirs))
+    assert sorted(row[0] for row in stored) == sorted(["J", world.other])
+
+
+def test_commands_on_another_tenants_client_answer_like_a_missing_one(world: World) -> None:
+    command = json.dumps({"command": "/usr/bin/printf x"}).encode()
+    script = json.dumps({"script": "ZWNobyB4"}).encode()
+    for user, client in (("alice", "gonly"), ("alice", "o1"), ("nobody", "x")):
+        same_as_missing(world, "POST", f"/api/v1/clients/{client}/commands",
+                        "/api/v1/clients/nope/commands", user, body=command)
+        same_as_missing(world, "POST", f"/api/v1/clients/{client}/scripts",
+                        "/api/v1/clients/nope/scripts", user, body=script)
+    assert world.sql("SELECT COUNT(*) FROM jobs WHERE client_id IN (?, ?)", ("gonly", "o1")) \
+        == [(0,)]
+
+
+def test_multi_client_command_naming_another_tenants_client_fails_like_a_missing_id(
+        world: World) -> None:
+    before = world.request("GET", "/api/v1/commands", "gina").body
+    for path in ("/api/v1/commands", "/api/v1/scripts"):
+        field = {"command": "/usr/bin/printf x"} if path.endswith("commands") else {
+            "script": "ZWNobyB4"}
+        theirs = json.dumps({**field, "client_ids": ["gonly", "jonly"]}).encode()
+        missing = json.dumps({**field, "client_ids": ["gonly", "nope"]}).encode()
+        one = world.request("POST", path, "gina", body=theirs)
+        other = world.request("POST", path, "gina", body=missing)
+        assert one.status == other.status == 404 and one.body == other.body
+    assert world.request("GET", "/api/v1/commands", "gina").body == before
+    jid = _run(world, "alice", "/api/v1/commands", {"command": "/usr/bin/printf m",
+                                                    "client_ids": ["x", "jonly"]})
+    wait_for(lambda: [j["status"] for j in world.request(
+        "GET", f"/api/v1/commands/{jid}", "alice").json()["data"]["jobs"]] ==
+        ["successful", "successful"], what="alice's multi-job")
+    same_as_missing(world, "GET", f"/api/v1/commands/{jid}", "/api/v1/commands/none", "gina")
+    same_as_missing(world, "GET", f"/api/v1/commands/{jid}", "/api/v1/commands/none", "nobody")
+    assert jid not in world.request("GET", "/api/v1/commands", "gina").body.decode()
+    assert world.request("GET", "/api/v1/commands", "nobody").json() == {"data": []}
+
+
+async def test_ws_commands_streams_only_the_callers_tenant(world: World) -> None:
+    import aiohttp
+
+    async def exchange(user: str, request: dict[str, object]) -> list[object]:
+        url = f"{world.rportd.api}/api/v1/ws/commands?access_token={world.token(user)}"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            await ws.send_str(json.dumps(request))
+            return [json.loads(m.data) async for m in ws]
+
+    theirs = await exchange("gina", {"command": "/usr/bin/printf x", "client_ids": ["jonly"]})
+    missing = await exchange("gina", {"command": "/usr/bin/printf x", "client_ids": ["nope"]})
+    assert theirs == missing and theirs[0]["errors"][0]["code"] == "ERR_CODE_CLIENT_NOT_FOUND"
+    mine = await exchange("gina", {"command": "/usr/bin/printf g", "client_ids": ["x", "gonly"]})
+    assert sorted(j["client_id"] for j in mine) == ["gonly", "x"]
+    assert {j["result"]["stdout"] for j in mine} == {"g"}
+
+
+def test_a_group_as_command_target_holds_only_the_callers_clients(world: World) -> None:
+    made = world.request("POST", "/api/v1/client-groups", "alice",
+                         body=b'{"id": "every-j", "params": {"client_id": ["*"]}}')
+    assert made.status == 201, made.body
+    try:
+        jid = _run(world, "alice", "/api/v1/commands", {"command": "/usr/bin/printf g",
+                                                        "group_ids": ["every-j"]})
+        jobs = wait_for(lambda: (j := world.request(
+            "GET", f"/api/v1/commands/{jid}", "alice").json()["data"]["jobs"]) and len(j) == 2
+            and all(x["status"] != "running" for x in j) and j, what="the group's jobs")
+        assert sorted(j["client_id"] for j in jobs) == ["jonly", "x"]  # not gonly, not o1
+        theirs = json.dumps({"command": "/usr/bin/id", "group_ids": ["every-j"]}).encode()
+        missing = json.dumps({"command": "/usr/bin/id", "group_ids": ["nope"]}).encode()
+        for user in ("gina", "nobody"):
+            one = world.request("POST", "/api/v1/commands", user, body=theirs)
+            other = world.request("POST", "/api/v1/commands", user, body=missing)
+            assert one.status == other.status == 404 and one.body == other.body
+    finally:
+        world.request("DELETE", "/api/v1/client-groups/every-j", "alice")

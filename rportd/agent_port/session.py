@@ -1,9 +1,10 @@
 """One connected agent: SSH authentication, the rport-v1 requests, and its live tunnels.
 
 Data flow: auth (credential + tenant) -> `new_connection` -> registry -> tunnels. Every SSH hook
-denies unless a rule here allows it: the agent may not open channels, only password auth exists,
-and only the requests in `RportServerConnection.global_requests` are understood (any other one
-that wants a reply gets a failure). The connection request is parsed in connection_request.py.
+denies unless a rule here allows it: the agent may open no channel but a job's stdout/stderr
+stream (agent_port/commands.py), only password auth exists, and only the requests in
+`RportServerConnection.global_requests` are understood (any other one that wants a reply gets a
+failure). The connection request is parsed in connection_request.py.
 
 The connection's `Lifecycle` (lifecycle.py) decides what is still accepted: once it is closing,
 no tunnel, channel or registry write starts, and every step re-checks after each await. The
@@ -38,6 +39,7 @@ from asyncssh.connection import SSHServerConnection
 from ..auth.clients import ClientAuth, ClientCredential
 from ..config import Config
 from ..errors import BadRequest, RportdError, StoreError
+from ..jobs import JobService
 from ..registry import AlreadyConnected, ClientRecord, IdTaken, Registry
 from ..tunnel_spec import PortPool, Remote, TunnelError, join_host_port, take_matching
 from ..wire.asyncssh_internals import (
@@ -49,6 +51,7 @@ from ..wire.asyncssh_internals import (
     send_global_request,
 )
 from ..wire.pipe import Pipe, TrafficMeter
+from . import commands
 from .connection_request import InvalidRequest, parse_connection_request
 from .lifecycle import Lifecycle, State
 from .reports import UNSOLICITED, InvalidReport, NewestOnly, parse_updates_status
@@ -75,6 +78,7 @@ class AgentServices:
     registry: Registry
     client_auth: ClientAuth | None
     ports: PortPool
+    jobs: JobService | None = None  # remote commands (rportd/jobs); None: run_cmd unsupported
 
     ports_in_use: set[int] = field(default_factory=set)  # lports of every live tunnel
     traffic: TrafficMeter = field(default_factory=TrafficMeter)
@@ -94,6 +98,9 @@ class RportServerConnection(RportVersionMixin, SSHServerConnection):
         "new_connection": "_on_new_connection", "ping": "_on_ping", "cmd_result": "_on_cmd_result",
         "updates_status": "_on_updates_status", "save_measurement": "_on_save_measurement",
         "ip_addresses": "_on_ip_addresses"}
+    # The only channels an agent may open: a job's streamed output (agent_port/commands.py).
+    channel_opens: ClassVar[dict[str, str]] = {"stdout": "_on_stdout_open",
+                                               "stderr": "_on_stderr_open"}
 
     @property
     def _session(self) -> AgentSession:
@@ -116,6 +123,12 @@ class RportServerConnection(RportVersionMixin, SSHServerConnection):
 
     def _on_ip_addresses(self, payload: bytes) -> None:
         self._session.on_unsolicited("ip_addresses", payload)
+
+    def _on_stdout_open(self, payload: bytes) -> tuple[Any, Any]:
+        return self._session.open_stream(self, "stdout", payload)
+
+    def _on_stderr_open(self, payload: bytes) -> tuple[Any, Any]:
+        return self._session.open_stream(self, "stderr", payload)
 
     def pause_writing(self) -> None:
         """The transport to the agent is full (asyncssh ignores this): stop reading every tunnel
@@ -147,6 +160,7 @@ class AgentSession(asyncssh.SSHServer):
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeout: asyncio.TimerHandle | None = None
         self._cleaned = asyncio.Event()
+        self._runs_scripts = False
 
     # ------------------------------------------------------------------ asyncssh hooks
     def connection_made(self, conn: SSHServerConnection) -> None:
@@ -208,6 +222,7 @@ class AgentSession(asyncssh.SSHServer):
             self._refuse(str(refusal))
             return
         self.lifecycle.advance(State.REGISTERING)
+        self._runs_scripts = commands.runs_scripts(payload)
         client_id = request.client_id or self._default_client_id(request.details)
         # asyncssh queues what arrives while new_connection is unanswered, and the client sends
         # nothing meanwhile: more than a little would only pile up, so it is not read.
@@ -221,8 +236,12 @@ class AgentSession(asyncssh.SSHServer):
             self._reply(True)
 
     def on_cmd_result(self, payload: bytes) -> None:
-        # Commands are not part of rportd yet; the result is acknowledged and dropped.
-        log.info("agent %s: ignoring cmd_result (%d bytes)", self._address, len(payload))
+        """want_reply is false: nothing goes back. Only a job started here counts."""
+        jobs = self._services.jobs
+        if jobs is not None and self.record is not None:
+            jobs.on_result(self, self.record.id, payload)
+        else:
+            log.info("agent %s: cmd_result before registration ignored", self._address)
         reply_global(self._require_conn(), True)
 
     def on_updates_status(self, payload: bytes) -> None:
@@ -250,6 +269,17 @@ class AgentSession(asyncssh.SSHServer):
         log.debug("agent %s: dropping an unsolicited %s (%d bytes)", self._address, kind,
                   len(payload))
         self._reply(False, UNSOLICITED[kind])
+
+    def open_stream(self, conn: SSHServerConnection, stream: str,
+                    payload: bytes) -> tuple[Any, Any]:
+        return commands.open_stream(conn, self._services.jobs, self, stream, payload)
+
+    async def run_job(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self._require_open()
+        return await commands.run_cmd(self._require_conn(), job, timeout)
+
+    def supports_scripts(self) -> bool:
+        return self._runs_scripts
 
     def _reply(self, ok: bool, text: str = "", payload: bytes | None = None) -> None:
         reply_global(self._require_conn(), ok, payload if payload is not None else text.encode())
@@ -420,6 +450,8 @@ class AgentSession(asyncssh.SSHServer):
         for tunnel in list(self.tunnels.values()):
             await self._close_tunnel(tunnel)
         self.tunnels.clear()
+        if self._services.jobs is not None:
+            self._services.jobs.session_closed(self)
         if self.record is not None:
             await self._services.registry.disconnect(self.record, self)
             log.info("client %s disconnected", self.record.id)

@@ -18,7 +18,20 @@ from ..auth.permissions import RESOURCES, Grants
 from ..auth.user_admin import GrantAdmin, UserAdmin
 from ..errors import DatabaseUnavailable, NotFound, RportdError, StoreError
 from ..store import Store
-from . import auditlog, auth, bodies, client_groups, clients, clients_auth, me, tokens, user_groups, users
+from . import (
+    auditlog,
+    auth,
+    bodies,
+    client_groups,
+    clients,
+    clients_auth,
+    commands,
+    me,
+    tokens,
+    user_groups,
+    users,
+    ws_commands,
+)
 from .admission import ANONYMOUS, FairAdmission
 from .auth import AUTHENTICATOR, CALLER, Authenticator
 from .authorize import GRANTS, ROUTE_PERMISSIONS, authorize_middleware
@@ -172,6 +185,18 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/clients/{id}/tunnels", clients.put_tunnel, "tunnels:write"),
     Route("DELETE", "/api/v1/clients/{id}/tunnels/{tunnel_id}", clients.delete_tunnel,
           "tunnels:write"),
+    Route("POST", "/api/v1/clients/{id}/commands", commands.post_client_command,
+          "commands:write"),
+    Route("GET", "/api/v1/clients/{id}/commands", commands.list_client_commands, "commands:read"),
+    Route("GET", "/api/v1/clients/{id}/commands/{jid}", commands.get_client_command,
+          "commands:read"),
+    Route("POST", "/api/v1/clients/{id}/scripts", commands.post_client_script, "commands:write"),
+    Route("POST", "/api/v1/commands", commands.post_multi_command, "commands:write"),
+    Route("GET", "/api/v1/commands", commands.list_multi_commands, "commands:read"),
+    Route("GET", "/api/v1/commands/{jid}", commands.get_multi_command, "commands:read"),
+    Route("POST", "/api/v1/scripts", commands.post_multi_script, "commands:write"),
+    # A GET that runs commands: it needs the write permission (the WebSocket upgrade is a GET).
+    Route("GET", "/api/v1/ws/commands", ws_commands.commands_ws, "commands:write"),
     Route("GET", "/api/v1/clients-auth", clients_auth.list_credentials, "credentials:read"),
     Route("POST", "/api/v1/clients-auth", clients_auth.create_credential, "credentials:write"),
     Route("DELETE", "/api/v1/clients-auth/{id}", clients_auth.delete_credential,

@@ -31,6 +31,8 @@ log = logging.getLogger("rportd.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PUBLIC = {("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/health"), ("POST", "/api/v1/login")}
+# Browsers cannot set headers on a WebSocket: rport takes the token from `access_token` there.
+_QUERY_TOKEN = {("GET", "/api/v1/ws/commands")}
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not request.path.startswith("/api/") or (request.method, request.path) in _PUBLIC:
         return await handler(request)
     header = request.headers.get("Authorization", "")
+    if not header and (request.method, request.path) in _QUERY_TOKEN:
+        token = request.query.get("access_token", "")
+        header = f"Bearer {token}" if token else ""
     if not header:
         raise Unauthorized("authentication required: HTTP basic auth or a bearer token")
     request[CALLER] = await request.app[AUTHENTICATOR].from_header(header, request.remote or "")

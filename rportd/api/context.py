@@ -13,6 +13,7 @@ from aiohttp import web
 from ..auth.clients import ClientAuth
 from ..client_groups import ClientGroups
 from ..config import Config
+from ..jobs import JobService
 from ..registry import Registry
 from ..tunnel_spec import PortPool
 from ..wire.pipe import TrafficMeter
@@ -30,6 +31,7 @@ class ApiContext:
     fingerprint: str
     connect_url: str
     groups: ClientGroups
+    jobs: JobService | None = None  # remote commands (rportd/jobs)
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("api_context")

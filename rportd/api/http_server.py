@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 
-__all__ = ["ApiRunner", "JsonErrorRequestHandler", "error_body"]
+__all__ = ["ApiRunner", "JsonErrorRequestHandler", "RedactingAccessLogger", "error_body"]
 
 log = logging.getLogger("rportd.api")
 
@@ -66,6 +67,18 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:200] if text.strip() else ""
 
 
+_TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s]*")
+
+
+class RedactingAccessLogger(AccessLogger):
+    """The access log without the token a WebSocket sends as `access_token` in its URL."""
+
+    def _format_line(self, request: BaseRequest, response: web.StreamResponse,
+                     time: float) -> Any:
+        return [(key, _TOKEN_IN_QUERY.sub(r"\1REDACTED", value) if isinstance(value, str)
+                 else value) for key, value in super()._format_line(request, response, time)]
+
+
 class ApiRunner(web.AppRunner):
     """An AppRunner whose connections are JsonErrorRequestHandlers, with a header deadline."""
 
@@ -74,7 +87,7 @@ class ApiRunner(web.AppRunner):
         handler_kwargs.update(keepalive_timeout=read_timeout, lingering_time=read_timeout)
         super().__init__(app, handle_signals=False, shutdown_timeout=shutdown_timeout,
                          **handler_kwargs)
-        handler_kwargs.setdefault("access_log_class", AccessLogger)
+        handler_kwargs.setdefault("access_log_class", RedactingAccessLogger)
         self._handler_kwargs = handler_kwargs
 
     @property

@@ -223,6 +223,72 @@ def _auditlog_paths() -> dict[str, Any]:
             _query("page[offset]", "skip", {"type": "integer", "minimum": 0})])}}
 
 
+_NO_NUL = "^[^\\x00]*$"
+_JOB_FIELDS: dict[str, Any] = {
+    "timeout_sec": {"type": "integer", "minimum": 0, "maximum": 86400},
+    "cwd": {"type": "string", "maxLength": 4096, "pattern": _NO_NUL},
+    "is_sudo": {"type": "boolean"}, "stream_result": {"type": "boolean"},
+    "interpreter": {"type": "string", "maxLength": 256, "pattern": _NO_NUL}}
+_BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _targets(minimum: int) -> dict[str, Any]:
+    return {"client_ids": {"type": "array", "minItems": minimum, "maxItems": 1000,
+                           "uniqueItems": True, "items": {"type": "string", "minLength": 1,
+                                                          "maxLength": 150}},
+            "group_ids": {"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": True,
+                          "items": {"type": "string", "pattern": _GROUP_ID},
+                          "description": "client groups: their connected members"},
+            "execute_concurrently": {"type": "boolean"}, "abort_on_error": {"type": "boolean"}}
+
+
+def _job_body(many: bool, script: bool) -> dict[str, Any]:
+    first = ({"script": {"type": "string", "minLength": 4, "maxLength": 1 << 20,
+                         "pattern": _BASE64, "description": "the script, base64"}} if script
+             else {"command": {"type": "string", "maxLength": 1 << 16,
+                               "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$"},
+                   "shell": {"type": "string", "enum": ["", "cmd", "powershell"]}})
+    fields = {**first, **_JOB_FIELDS, **(_targets(1 if script else 2) if many else {})}
+    schema: dict[str, Any] = {"type": "object", "required": ["script" if script else "command"],
+                              "properties": fields, "additionalProperties": False}
+    if many:
+        schema["anyOf"] = [{"required": ["client_ids"]}, {"required": ["group_ids"]}]
+    return _json(schema)
+
+
+def _command_paths() -> dict[str, Any]:
+    client, jid = _path("id"), _path("jid")
+    started = ("400", "404", "409", "504", *_AUTHED)
+    return {
+        "/api/v1/clients/{id}/commands": {
+            "post": _op("runClientCommand", "Run a command on a client; its job id", params=[
+                client], errors=started, body=_job_body(False, False)),
+            "get": _op("listClientCommands", "The client's jobs, running first",
+                       params=[client])},
+        "/api/v1/clients/{id}/commands/{jid}": {"get": _op(
+            "getClientCommand", "One job of the client", params=[client, jid],
+            errors=("404", *_AUTHED))},
+        "/api/v1/clients/{id}/scripts": {"post": _op(
+            "runClientScript", "Run a script (base64) on a client", params=[client],
+            errors=started, body=_job_body(False, True))},
+        "/api/v1/commands": {
+            "post": _op("runMultiCommand", "Run a command on several clients",
+                        errors=("400", "404", *_AUTHED), body=_job_body(True, False)),
+            "get": _op("listMultiCommands", "The tenant's multi-client jobs, newest first")},
+        "/api/v1/commands/{jid}": {"get": _op(
+            "getMultiCommand", "A multi-client job with its jobs", params=[jid],
+            errors=("404", *_AUTHED))},
+        "/api/v1/scripts": {"post": _op(
+            "runMultiScript", "Run a script (base64) on several clients",
+            errors=("400", "404", *_AUTHED), body=_job_body(True, True))},
+        "/api/v1/ws/commands": {"get": _op(
+            "commandsWebSocket", "WebSocket: send a command request, receive each job as it "
+            "ends (token as access_token or a header)", ok="101",
+            params=[_query("access_token", "a token from /login (browsers)")],
+            errors=("400", *_AUTHED))},
+    }
+
+
 _GROUP_ID = f"^[A-Za-z0-9_*-]{{1,{MAX_ID_LENGTH}}}$"
 
 
@@ -295,7 +361,7 @@ def openapi_spec() -> dict[str, Any]:
             **_credential_paths(),
             **_user_paths(),
             **_auditlog_paths(),
-
+            **_command_paths(),
             **_client_group_paths(),
         },
     }

@@ -25,6 +25,7 @@ from ..service import (
     writable_dirs,
 )
 from ..tunnel_spec import parse_remote_spec
+from .commands import policy_from
 from .connection import WIRE_PATTERNS, AgentSettings, run_agent
 from .options import add_options, bool_option_names, overlay, parse_headers
 from .websocket import parse_proxy, parse_server
@@ -41,7 +42,8 @@ _KNOWN = {
                "allow_root"},
     "connection": {"keep_alive", "max_retry_count", "max_retry_interval", "headers", "hostname"},
     "logging": {"log_file", "log_level"},
-    "remote-commands": {"enabled", "send_back_limit"},
+    "remote-commands": {"enabled", "allow", "deny", "order", "send_back_limit"},
+    "remote-scripts": {"enabled"},
 }
 
 
@@ -126,7 +128,8 @@ def settings_from(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, An
         proxy=parse_proxy(client["proxy"]) if client.get("proxy") else None,
         headers=parse_headers(_as_list(connection.get("headers", [])),
                               str(connection.get("hostname", ""))),
-        allow_root=bool(client.get("allow_root", False)))
+        allow_root=bool(client.get("allow_root", False)),
+        commands=policy_from(doc.get("remote-commands", {}), doc.get("remote-scripts", {})))
     return settings, logs
 
 

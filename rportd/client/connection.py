@@ -28,6 +28,7 @@ from ..wire.asyncssh_internals import (
 )
 from ..wire.hostkey import fingerprint
 from ..wire.pipe import Pipe
+from .commands import CommandPolicy, CommandRunner, answer_run_cmd, result_sender
 from .request import connection_request
 from .websocket import ProxyAddress, ServerAddress, connect_websocket
 
@@ -79,10 +80,12 @@ class AgentSettings:
     proxy: ProxyAddress | None = None  # --proxy: an HTTP CONNECT proxy
     headers: dict[str, str] = field(default_factory=dict)  # --header, --hostname (as Host)
     allow_root: bool = False
+    commands: CommandPolicy = field(default_factory=CommandPolicy)
 
     def request(self) -> bytes:
         """The newest rport client's ConnectionRequest, field for field (request.py)."""
         return self.raw_request or connection_request(self)
+
 
 
 class RportClientConnection(RportVersionMixin, SSHClientConnection):
@@ -92,12 +95,13 @@ class RportClientConnection(RportVersionMixin, SSHClientConnection):
     global_requests: ClassVar[dict[str, str]] = {"check_port": "_on_check_port",
                                                  "run_cmd": "_on_run_cmd"}
     channel_opens: ClassVar[dict[str, str]] = {"rport": "_on_rport_open"}
+    runner: CommandRunner | None = None  # set once connected (open_ssh)
 
     def _on_check_port(self, payload: bytes) -> None:
         self.create_task(_answer_check_port(self, payload), self.logger)
 
     def _on_run_cmd(self, payload: bytes) -> None:
-        reply_global(self, False, b"remote commands execution is disabled")
+        self.create_task(answer_run_cmd(self, self.runner, payload), self.logger)
 
     def _on_rport_open(self, payload: bytes) -> tuple[Any, Any]:
         """The target may end in openrport's /tcp or /udp; this agent tunnels TCP only."""
@@ -203,6 +207,7 @@ async def open_ssh(settings: AgentSettings) -> SSHClientConnection:
     options.waiter = loop.create_future()
     kind = GoPatternClientConnection if settings.wire_pattern == "go" else RportClientConnection
     conn = kind(loop, options, wait="auth")
+    conn.runner = CommandRunner(settings.commands, result_sender(conn))
     transport.attach(conn)
     try:
         await options.waiter

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .commands import DEFAULT_SEND_BACK_LIMIT
 
 __all__ = ["Option", "OPTIONS", "add_options", "overlay", "bool_option_names", "parse_headers",
            "HEADER_NAME"]
@@ -59,8 +60,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("remote-commands-enabled", "remote-commands", "enabled", "bool", True,
            "Whether the server may run commands on this machine."),
     Option("remote-commands-send-back-limit", "remote-commands", "send_back_limit", "int",
-           4194304, "Most bytes of a command's stdout, and of its stderr, sent back "
-           "(rport 0.1: 2048)."),
+           DEFAULT_SEND_BACK_LIMIT, "Most bytes of a command's stdout, and of its stderr, sent "
+           "back (rport 0.1's default; openrport 0.9's 4 MiB would not fit the server's agent "
+           "request limit)."),
 )
 
 _METAVAR = {"str": "TEXT", "int": "N", "bool": "BOOL", "duration": "DURATION", "array": "TEXT"}

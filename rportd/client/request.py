@@ -34,6 +34,7 @@ def connection_request(settings: AgentSettings) -> bytes:
 
 def _configuration(settings: AgentSettings) -> dict[str, Any]:
     """What of our config the newest client reports, in its shape, never the credential."""
+    policy = settings.commands
     return {
         "client": {"server": settings.server.url, "id": settings.client_id,
                    "name": settings.name, "tags": list(settings.tags),
@@ -41,6 +42,9 @@ def _configuration(settings: AgentSettings) -> dict[str, Any]:
         "connection": {"keep_alive": int(settings.keepalive * _NS),
                        "max_retry_count": settings.max_retry_count,
                        "max_retry_interval": int(settings.max_retry_interval * _NS)},
-        "remote_commands": {"enabled": False},
-        "remote_scripts": {"enabled": False},
+        # the server learns from these that this agent runs commands and scripts
+        "remote_commands": {"enabled": policy.enabled, "allow": list(policy.allow),
+                            "deny": list(policy.deny), "order": list(policy.order),
+                            "send_back_limit": policy.send_back_limit},
+        "remote_scripts": {"enabled": policy.scripts_enabled},
     }

@@ -12,8 +12,8 @@ rport-v1 needs four things asyncssh has no public call for. Each private name us
   after REQUEST_FAILURE; the RFC doesn't): asyncssh dispatches a request named N to a method
   `_process_N_global_request`; answers go through `_global_request_queue`,
   `_service_next_global_request` and `send_packet`; our own requests through
-  `_make_global_request` (`_send_global_request` for those that want no reply). Classes list
-  their requests in `global_requests` instead.
+  `_make_global_request`, and those that want no reply (cmd_result) `_send_global_request`.
+  Classes list their requests in `global_requests` instead.
 - Server-opened channels of type `rport` whose extra data is a bare "host:port": opened with
   `SSHTCPChannel._open_forward`, accepted by a method `_process_rport_open` (generated from
   `channel_opens`).
