@@ -21,6 +21,7 @@ from .api.app import build_api
 from .api.auth import Authenticator
 from .api.context import ApiContext
 from .api.http_server import ApiRunner
+from .api.tenants import TenantServices
 from .auth.clients import FileClientAuth, client_auth_from_config
 from .auth.tokens import TokenIssuer, load_or_create_secret
 from .auth.users import FileUsers, users_from_config
@@ -29,10 +30,12 @@ from .config import Config
 from .errors import ConfigError, RportdError, StoreError
 from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
 from .preflight import Listeners, bind_listeners, check_files
+from .quotas import QuotaService
 from .registry import Registry
 from .store import Store, open_store
 from .store.migrate import migrate_up, status
 from .tenancy import check_tenancy_schema
+from .tenants import TenantTables
 from .tunnel_spec import PortPool
 from .wire.hostkey import derive_key_from_seed, fingerprint, load_or_create_host_key
 
@@ -121,8 +124,11 @@ class Runtime:
         self.users = users_from_config(config, store)
         self._jwt_secret = (load_or_create_secret(api.jwt_secret, server.data_dir)
                             if api.address else b"")
+        self.tenants = TenantTables(config, store)
+        self.quotas = QuotaService(config, store, self.tenants)
         self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
-                                    PortPool(server.used_ports, server.excluded_ports))
+                                    PortPool(server.used_ports, server.excluded_ports),
+                                    self.quotas)
         self.agent_port = AgentPort(self.agents, self.host_key)
 
     async def __aenter__(self) -> Runtime:
@@ -186,7 +192,8 @@ class Runtime:
         await tokens.load_revocations()
         self._spawn(self._prune_revocations(tokens))
         authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy)
-        return build_api(self._api_context(), authenticator)
+        return build_api(self._api_context(), authenticator,
+                         TenantServices(self.tenants, self.quotas))
 
     def _api_context(self) -> ApiContext:
         return ApiContext(self.config, self.registry, self.agents.client_auth, self.agents.ports,

@@ -37,7 +37,9 @@ from asyncssh.connection import SSHServerConnection
 from ..auth.clients import ClientAuth, ClientCredential
 from ..config import Config
 from ..errors import BadRequest, RportdError, StoreError
+from ..quotas import QuotaExceeded, QuotaService
 from ..registry import MAX_ID_LENGTH, AlreadyConnected, ClientRecord, IdTaken, Registry
+from ..tenancy import Scope
 from ..tunnel_spec import PortPool, Remote, TunnelError
 from ..wire.asyncssh_internals import (
     SERVER_VERSION,
@@ -73,6 +75,7 @@ class AgentServices:
     registry: Registry
     client_auth: ClientAuth | None
     ports: PortPool
+    quotas: QuotaService | None = None  # None: nothing is limited
 
     ports_in_use: set[int] = field(default_factory=set)  # lports of every live tunnel
     traffic: TrafficMeter = field(default_factory=TrafficMeter)
@@ -129,6 +132,8 @@ class AgentSession(asyncssh.SSHServer):
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeout: asyncio.TimerHandle | None = None
         self._cleaned = asyncio.Event()
+        # The tenant the upgrade's Host names ([api] tenant_domain); set by the listener.
+        self.host_tenant: str | None = None
 
     # ------------------------------------------------------------------ asyncssh hooks
     def connection_made(self, conn: SSHServerConnection) -> None:
@@ -146,7 +151,8 @@ class AgentSession(asyncssh.SSHServer):
     async def validate_password(self, username: str, password: str) -> bool:
         """Awaitable; the username is the client auth id. False on any doubt."""
         auth = self._services.client_auth
-        credential = await auth.authenticate(username, password, self._address) if auth else None
+        credential = (await auth.authenticate(username, password, self._address,
+                                              self.host_tenant) if auth else None)
         if credential is None:
             log.info("agent %s: authentication failed for %r", self._address, username)
             return False
@@ -286,12 +292,22 @@ class AgentSession(asyncssh.SSHServer):
     async def _connect(self, client_id: str, details: dict[str, Any]) -> ClientRecord:
         assert self.credential is not None
         credential, server = self.credential, self._services.config.server
+        registry, quotas = self._services.registry, self._services.quotas
+
+        def connected_others() -> int:
+            return sum(1 for r in registry.list(Scope(credential.tenant))
+                       if r.connected and r.id != client_id)
+
         try:
-            return await self._retrying(lambda: self._services.registry.connect(
-                credential.tenant, client_id, credential.id, details, self,
-                server.auth_multiuse_creds))
+            async with (quotas.hold(credential.tenant, "clients", connected_others) if quotas
+                        else contextlib.nullcontext()):
+                return await self._retrying(lambda: registry.connect(
+                    credential.tenant, client_id, credential.id, details, self,
+                    server.auth_multiuse_creds))
         except (IdTaken, AlreadyConnected) as exc:
             raise _Refusal(exc.detail) from None
+        except QuotaExceeded as exc:
+            raise _Refusal(_over_quota_text(client_id, exc)) from None
 
     def _log_connected(self, record: ClientRecord) -> None:
         assert self.credential is not None
@@ -562,6 +578,13 @@ def _try_later_text(client_id: str) -> str:
     on a connection lost before the reply; all of them back off and retry on this prefix."""
     return (f'client is already connected: "{client_id}" cannot be registered now (the server\'s '
             "database is unavailable); retry later")
+
+
+def _over_quota_text(client_id: str, exc: QuotaExceeded) -> str:
+    """Over the tenant's client quota: the one text every client generation retries on (with
+    its backoff), so the agent connects once a place is free."""
+    return (f'client is already connected: "{client_id}" cannot be registered now: '
+            f"{exc.detail}; retry later")
 
 
 def _take_matching(previous: list[tuple[str, Remote]],

@@ -13,12 +13,14 @@ from aiohttp import web
 
 from .. import __version__
 from ..errors import DatabaseUnavailable, NotFound, RportdError, StoreError
-from . import auth, bodies, clients, clients_auth
+from . import auth, bodies, clients, clients_auth, tenants
 from .admission import ANONYMOUS, FairAdmission
 from .auth import AUTHENTICATOR, CALLER, Authenticator
 from .context import CONTEXT, ApiContext
 from .http_server import error_body
 from .openapi import openapi_spec
+from .operator import OPERATOR_KEY, PERMISSIONS, OperatorKey, operator_gate
+from .tenants import TENANT_SERVICES, TenantServices
 
 __all__ = ["build_api", "ROUTES", "Route", "RESOURCES", "PERMISSION_KINDS", "ADMISSION"]
 
@@ -162,17 +164,29 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/clients-auth", clients_auth.create_credential, "credentials:write"),
     Route("DELETE", "/api/v1/clients-auth/{id}", clients_auth.delete_credential,
           "credentials:write"),
+    Route("GET", "/api/v1/tenants", tenants.list_tenants, "operator"),
+    Route("POST", "/api/v1/tenants", tenants.create_tenant, "operator"),
+    Route("POST", "/api/v1/tenants/install", tenants.install, "operator"),
+    Route("GET", "/api/v1/tenants/{name}", tenants.get_tenant, "operator"),
+    Route("PATCH", "/api/v1/tenants/{name}", tenants.patch_tenant, "operator"),
+    Route("DELETE", "/api/v1/tenants/{name}", tenants.delete_tenant, "operator"),
+    Route("GET", "/api/v1/operator/status", tenants.operator_status, "operator"),
+    Route("GET", "/metrics", tenants.metrics, "operator"),
 )
 
 
-def build_api(ctx: ApiContext, authenticator: Authenticator) -> web.Application:
+def build_api(ctx: ApiContext, authenticator: Authenticator,
+              tenant_services: TenantServices) -> web.Application:
     api = ctx.config.api
     app = web.Application(client_max_size=api.max_request_bytes,
-                          middlewares=[error_middleware, route_errors_first, auth.auth_middleware,
-                                       data_plane_first,
+                          middlewares=[error_middleware, route_errors_first, operator_gate,
+                                       auth.auth_middleware, data_plane_first,
                                        bodies.bounded_body])
     app[CONTEXT] = ctx
     app[AUTHENTICATOR] = authenticator
+    app[TENANT_SERVICES] = tenant_services
+    app[OPERATOR_KEY] = OperatorKey(api.operator_key, api.tenant_domain)
+    app[PERMISSIONS] = {(route.method, route.path): route.permission for route in ROUTES}
     app[clients.LISTINGS] = clients.ListingCache(api.listing_cache_bytes)
     app[ADMISSION] = FairAdmission(ctx.traffic, api.rate_while_tunnels_busy)
     for route in ROUTES:
