@@ -64,7 +64,7 @@ class QuotaService:
         cached = self._cache.get(tenant)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[1]
-        record = await self.tables.get(tenant)
+        record = await self.tables.record(tenant)
         quotas = dict(record.quotas) if record is not None else {}
         self._cache[tenant] = (now, quotas)
         return quotas

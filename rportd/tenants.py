@@ -181,13 +181,21 @@ class TenantTables:
             records.setdefault(name, Tenant(name, False))
         return [records[name] for name in sorted(records)]
 
-    async def get(self, name: str) -> Tenant | None:
+    async def record(self, name: str) -> Tenant | None:
+        """The tenant's row in `tenants`, or None."""
         rows = await self.store.fetchall(
             f"SELECT name, created_at, status, quotas FROM tenants WHERE {self._row_match()}",
             self._params(name))
         for r in rows:
             if str(r[0]) == name:
                 return Tenant(name, True, str(r[1]), str(r[2]), _stored_quotas(r[3]))
+        return None
+
+    async def get(self, name: str) -> Tenant | None:
+        """Recorded, or named by an operator's table (unrecorded), or None."""
+        record = await self.record(name)
+        if record is not None:
+            return record
         return Tenant(name, False) if name in await self.named_by_operators() else None
 
     async def insert(self, tx: Transaction, name: str, quotas: dict[str, int]) -> None:

@@ -394,14 +394,39 @@ def _columns(site: Site, table: str) -> list[str]:
     return [str(r[0]) for r in site.sql(f"SHOW COLUMNS FROM `{table}`")]
 
 
+def _seed_other_tables(site: Site, tenant: str) -> None:
+    """Rows in the tables other issues' code writes (jobs, client groups, tokens, audit)."""
+    site.sql("INSERT INTO multi_jobs (tenant, jid, started_at, created_by, details) VALUES "
+             "(?, 'm1', '2026-01-01T00:00:00Z', 'ann', '{}')", (tenant,))
+    site.sql("INSERT INTO jobs (tenant, jid, client_id, status, started_at, created_by, details) "
+             "VALUES (?, 'j1', 'web1', 'successful', '2026-01-01T00:00:00Z', 'ann', '{}')",
+             (tenant,))
+    site.sql("INSERT INTO client_groups (tenant, id, description, params) VALUES "
+             "(?, 'g1', '', '{}')", (tenant,))
+    site.sql("INSERT INTO api_tokens (id, tenant, username, name, secret_hash, scopes, "
+             "created_at) VALUES (?, ?, 'ann', 't', 'h', '[]', '2026-01-01T00:00:00Z')",
+             (f"tok-{tenant}", tenant))
+    site.sql("INSERT INTO audit_log (tenant, username, action, target, result, source, at, "
+             "details) VALUES (?, 'ann', 'x', '', 'ok', '', '2026-01-01T00:00:00Z', '{}')",
+             (tenant,))
+
+
 def test_delete_refuses_while_connected_then_removes_every_trace(site: Site) -> None:
     token = str(site.user("GET", "/api/v1/login", "ann", "acme").json()["data"]["token"])
-    assert _rows_naming(site, "acme")  # clients, credentials, users, groups, permissions, ...
+    for tenant in ("acme", "beta"):
+        _seed_other_tables(site, tenant)
+    before = _rows_naming(site, "acme")
+    assert set(before) >= {"clients", "clients_auth", "users", "groups", "group_permissions",
+                           "jobs", "multi_jobs", "client_groups", "api_tokens", "audit_log",
+                           "tenants"}, before
+    beta_before = _rows_naming(site, "beta")
     refused = site.op("DELETE", "/api/v1/tenants/acme")
     assert (refused.status, refused.error_code) == (409, "ERR_CODE_TENANT_HAS_CLIENTS")
     gone = site.op("DELETE", "/api/v1/tenants/acme?force=true")
     assert gone.status == 200, gone.body
     assert _rows_naming(site, "acme") == {}
+    assert _rows_naming(site, "beta") == beta_before  # the other tenant keeps every row
+    assert gone.json()["data"]["removed"]["jobs"] == 1
     assert site.op("GET", "/api/v1/tenants/acme").status == 404
     refused_token = site.user("GET", "/api/v1/clients", "", "acme", token=token)
     assert (refused_token.status, refused_token.error_code) == (401, "ERR_CODE_INVALID_TOKEN")
@@ -412,3 +437,5 @@ def test_delete_refuses_while_connected_then_removes_every_trace(site: Site) -> 
     reinstalled = install(site, "acme", "ann")  # the names are free again, nothing inherited
     assert reinstalled.status == 201, reinstalled.body
     assert site.user("GET", "/api/v1/clients", "ann", "acme").json()["data"] == []
+    still_refused = site.user("GET", "/api/v1/clients", "", "acme", token=token)
+    assert still_refused.status == 401  # the new ann inherits no token of the old one

@@ -162,7 +162,7 @@ def _tenant_paths() -> dict[str, Any]:
         "/api/v1/tenants": {
             "get": _operator_op("listTenants", "Every tenant, with usage against quotas"),
             "post": _operator_op("createTenant", "Record a tenant (with quotas)", ok="201",
-                                 errors=("409",), body=_json(new)),
+                                 errors=("405", "409"), body=_json(new)),
         },
         "/api/v1/tenants/install": {"post": _operator_op(
             "installTenant", "A tenant and its first admin (group Administrators), at once",
@@ -171,9 +171,10 @@ def _tenant_paths() -> dict[str, Any]:
             "get": _operator_op("getTenant", "One tenant with its usage", params=[name],
                                 errors=("404",)),
             "patch": _operator_op("patchTenant", "Change quotas (null: unlimited)",
-                                  params=[name], errors=("404",), body=_json(patch)),
+                                  params=[name], errors=("404", "405"), body=_json(patch)),
             "delete": _operator_op("deleteTenant", "Remove every trace of a tenant",
-                                   params=[name, force], errors=("400", "404", "409")),
+                                   params=[name, force],
+                                   errors=("400", "404", "405", "409")),
         },
         "/api/v1/operator/status": {"get": _operator_op(
             "operatorStatus", "Totals over all tenants, orphaned clients")},

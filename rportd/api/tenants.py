@@ -48,6 +48,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _require_tenancy(request: web.Request) -> None:
+    """Tenants are the tenant columns of the auth tables: nothing to create or remove without."""
+    if not request.app[CONTEXT].config.server.multi_tenancy:
+        raise MethodNotAllowed("tenants need [server] multi_tenancy = true",
+                               code="ERR_CODE_TENANCY_OFF")
+
+
 def _name(request: web.Request, value: Any) -> str:
     return check_name(value, dns_label=bool(request.app[CONTEXT].config.api.tenant_domain))
 
@@ -118,6 +125,7 @@ async def get_tenant(request: web.Request) -> web.Response:
 async def create_tenant(request: web.Request) -> web.Response:
     """A record for a new tenant, or for one the operator's tables name already (it gains
     quotas); 409 ERR_CODE_TENANT_EXISTS when it has a record."""
+    _require_tenancy(request)
     body = await _body(request)
     name = _name(request, body.get("name"))
     quotas = parse_quotas(body.get("quotas") or {})
@@ -145,6 +153,7 @@ async def _answer(request: web.Request, name: str, status: int = 200) -> web.Res
 async def patch_tenant(request: web.Request) -> web.Response:
     """{"quotas": {...}} (null removes a quota) and {"status": "active"}; an unrecorded tenant
     gets its record."""
+    _require_tenancy(request)
     tenant = await _existing(request)
     body = await _body(request)
     unknown = set(body) - {"quotas", "status"}
@@ -166,6 +175,7 @@ async def patch_tenant(request: web.Request) -> web.Response:
 async def delete_tenant(request: web.Request) -> web.Response:
     """Remove every trace; 409 ERR_CODE_TENANT_HAS_CLIENTS while clients are connected,
     unless ?force=true (they are disconnected)."""
+    _require_tenancy(request)
     tenant = await _existing(request)
     force = request.query.get("force", "false")
     if force not in ("true", "false", "1", "0"):
