@@ -321,6 +321,11 @@ class Registry:
             counts[tenant] = (connected, len(clients) - connected, tunnels)
         return counts
 
+    def connected_count(self, tenant: str, but: str = "") -> int:
+        """Connected clients of `tenant`, not counting client id `but` (the client quota)."""
+        return sum(1 for r in self._by_tenant.get(tenant, {}).values()
+                   if r.connected and r.id != but)
+
     def counts(self, scope: Scope) -> tuple[int, int]:
         clients = self.list(scope)
         connected = sum(1 for r in clients if r.connected)

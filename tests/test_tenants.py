@@ -38,6 +38,7 @@ class Site:
     database: dict[str, object]
     agents: list[Agent]
     tmp: Path
+    conn: Any = None
 
     def op(self, method: str, path: str, body: Any = None, key: str = KEY,
            host: str = DOMAIN) -> Response:
@@ -58,15 +59,13 @@ class Site:
         if self.kind == "sqlite":
             with sqlite3.connect(str(self.database["db_name"])) as conn:
                 return conn.execute(statement, params).fetchall()
-        conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
-                               password=MYSQL_PASSWORD, database=str(self.database["db_name"]),
-                               autocommit=True)
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(statement.replace("?", "%s"), params)
-                return list(cursor.fetchall())
-        finally:
-            conn.close()
+        if self.conn is None:  # one connection for the module: connecting costs more than a query
+            self.conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
+                                        password=MYSQL_PASSWORD, autocommit=True,
+                                        database=str(self.database["db_name"]))
+        with self.conn.cursor() as cursor:
+            cursor.execute(statement.replace("?", "%s"), params)
+            return list(cursor.fetchall())
 
     def tables(self) -> list[str]:
         if self.kind == "sqlite":
@@ -110,11 +109,14 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
               ("orphan", "orphan-secret", ""))
     rportd.start()
     try:
+        _populate(built)
         yield built
     finally:
         for agent in built.agents:
             agent.stop()
         rportd.stop()
+        if built.conn is not None:
+            built.conn.close()
         if built.kind == "mysql":
             drop_mysql_database(str(database["db_name"]))
 
@@ -139,20 +141,28 @@ def client_state(site: Site, tenant: str, user: str, client_id: str) -> str:
 # ---------------------------------------------------------------- install and agents
 
 
-def test_install_two_tenants_and_connect_their_agents(site: Site) -> None:
+def _populate(site: Site) -> None:
+    """Through the API only: the operator installs two tenants, each admin creates a credential,
+    an agent connects with each (and one with a credential that has no tenant)."""
     for name, admin in (("acme", "ann"), ("beta", "ben")):
         made = install(site, name, admin)
         assert made.status == 201, made.body
         assert made.json()["data"]["name"] == name and made.json()["data"]["recorded"]
+    acme_id = credential(site, "acme", "ann", "a1", "acme-agent-pw")
+    beta_id = credential(site, "beta", "ben", "b1", "beta-agent-pw")
+    agents = [site.agent(f"{acme_id}:acme-agent-pw", "web1"),
+              site.agent(f"{beta_id}:beta-agent-pw", "db1"),
+              site.agent("orphan:orphan-secret", "lost1")]
+    for agent in agents:
+        agent.wait_connected()
+
+
+def test_install_two_tenants_and_connect_their_agents(site: Site) -> None:
+    for name, admin in (("acme", "ann"), ("beta", "ben")):
         me = site.user("GET", "/api/v1/me", admin, name).json()["data"]
         assert (me["tenant"], me["groups"]) == (name, ["Administrators"])
     assert site.sql("SELECT tenant, permissions FROM group_permissions ORDER BY tenant") == \
         [("acme", '["*"]'), ("beta", '["*"]')]
-    acme_id = credential(site, "acme", "ann", "a1", "acme-agent-pw")
-    beta_id = credential(site, "beta", "ben", "b1", "beta-agent-pw")
-    site.agent(f"{acme_id}:acme-agent-pw", "web1").wait_connected()
-    site.agent(f"{beta_id}:beta-agent-pw", "db1").wait_connected()
-    site.agent("orphan:orphan-secret", "lost1").wait_connected()
     assert [c["id"] for c in site.user("GET", "/api/v1/clients", "ann", "acme")
             .json()["data"]] == ["web1"]
     listed = {t["name"]: t for t in site.op("GET", "/api/v1/tenants").json()["data"]}

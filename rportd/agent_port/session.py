@@ -39,7 +39,6 @@ from ..config import Config
 from ..errors import BadRequest, RportdError, StoreError
 from ..quotas import QuotaExceeded, QuotaService
 from ..registry import MAX_ID_LENGTH, AlreadyConnected, ClientRecord, IdTaken, Registry
-from ..tenancy import Scope
 from ..tunnel_spec import PortPool, Remote, TunnelError
 from ..wire.asyncssh_internals import (
     SERVER_VERSION,
@@ -293,21 +292,16 @@ class AgentSession(asyncssh.SSHServer):
         assert self.credential is not None
         credential, server = self.credential, self._services.config.server
         registry, quotas = self._services.registry, self._services.quotas
-
-        def connected_others() -> int:
-            return sum(1 for r in registry.list(Scope(credential.tenant))
-                       if r.connected and r.id != client_id)
-
-        try:
-            async with (quotas.hold(credential.tenant, "clients", connected_others) if quotas
-                        else contextlib.nullcontext()):
+        try:  # the quota's places: connected clients but this id (a reconnect replaces itself)
+            async with (quotas.hold(credential.tenant, "clients", lambda: registry.connected_count(
+                    credential.tenant, client_id)) if quotas else contextlib.nullcontext()):
                 return await self._retrying(lambda: registry.connect(
                     credential.tenant, client_id, credential.id, details, self,
                     server.auth_multiuse_creds))
         except (IdTaken, AlreadyConnected) as exc:
             raise _Refusal(exc.detail) from None
         except QuotaExceeded as exc:
-            raise _Refusal(_over_quota_text(client_id, exc)) from None
+            raise _Refusal(_try_later_text(client_id, exc.detail)) from None
 
     def _log_connected(self, record: ClientRecord) -> None:
         assert self.credential is not None
@@ -573,18 +567,11 @@ class _TryLater(Exception):
     failure text every rport client generation retries on, then hang up."""
 
 
-def _try_later_text(client_id: str) -> str:
+def _try_later_text(client_id: str, why: str = "the server's database is unavailable") -> str:
     """rport clients before openrport's comm.WithRetry exit for good on any failure text and
-    on a connection lost before the reply; all of them back off and retry on this prefix."""
-    return (f'client is already connected: "{client_id}" cannot be registered now (the server\'s '
-            "database is unavailable); retry later")
-
-
-def _over_quota_text(client_id: str, exc: QuotaExceeded) -> str:
-    """Over the tenant's client quota: the one text every client generation retries on (with
-    its backoff), so the agent connects once a place is free."""
-    return (f'client is already connected: "{client_id}" cannot be registered now: '
-            f"{exc.detail}; retry later")
+    on a connection lost before the reply; all of them back off and retry on this prefix (also
+    used over the tenant's client quota: the agent gets in once a place is free)."""
+    return f'client is already connected: "{client_id}" cannot be registered now ({why}); retry later'
 
 
 def _take_matching(previous: list[tuple[str, Remote]],
