@@ -504,7 +504,7 @@ _DOMAIN = re.compile(r"^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)"
 def _check_tenant_domain(server: ServerConfig, api: ApiConfig) -> None:
     if not api.tenant_domain:
         return
-    if not _DOMAIN.match(api.tenant_domain):
+    if not _DOMAIN.fullmatch(api.tenant_domain):
         raise ConfigError("[api] tenant_domain",
                           f"{api.tenant_domain!r} is not a lower-case DNS name like "
                           "\"rport.example.com\" (no port, no scheme, no trailing dot)")

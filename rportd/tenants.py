@@ -32,8 +32,8 @@ __all__ = ["Tenant", "TenantTables", "QUOTA_KINDS", "MAX_NAME", "check_name", "i
 MAX_NAME = 50  # tenants.name is VARCHAR(50), as the tenant columns of rport's DDL
 QUOTA_KINDS = ("clients", "credentials", "users", "tunnels", "commands")
 MAX_QUOTA = 1_000_000
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: `$` would let "j\n" in
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def utcnow() -> str:
@@ -41,13 +41,13 @@ def utcnow() -> str:
 
 
 def is_dns_label(name: str) -> bool:
-    return bool(_LABEL.match(name))
+    return bool(_LABEL.fullmatch(name))
 
 
 def check_name(name: Any, *, dns_label: bool = False) -> str:
     """A tenant name the API accepts: 1-50 of letters, digits, `_ . -`, starting with a letter
     or digit (a DNS label when subdomains are on). BadRequest with ERR_CODE_INVALID_TENANT."""
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME or not _NAME.match(name):
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME or not _NAME.fullmatch(name):
         raise BadRequest(f"a tenant name is 1-{MAX_NAME} letters, digits, '_', '.' or '-', "
                          "starting with a letter or digit", code="ERR_CODE_INVALID_TENANT")
     if dns_label and not is_dns_label(name):
@@ -96,6 +96,8 @@ def parse_quotas(body: Any, base: dict[str, int] | None = None) -> dict[str, int
         if kind not in QUOTA_KINDS:
             raise BadRequest(f"unknown quota {kind!r}; use {', '.join(QUOTA_KINDS)}",
                              code="ERR_CODE_INVALID_QUOTA")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON's 5.0 is the integer 5
         if value is None:
             merged.pop(kind, None)
         elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_QUOTA:

@@ -140,6 +140,7 @@ def _operator_op(op_id: str, summary: str, ok: str = "200", errors: tuple[str, .
                  **kwargs: Any) -> dict[str, Any]:
     operation = _op(op_id, summary, ok, errors=(*errors, *_OPERATOR), **kwargs)
     operation["security"] = [{"operator": []}]
+    operation["tags"] = ["operator"]
     return operation
 
 
@@ -149,8 +150,9 @@ def _tenant_paths() -> dict[str, Any]:
         "name": _TENANT_NAME, "quotas": _QUOTAS}}
     first_admin = {"type": "object", "required": ["name", "username", "password"],
                    "properties": {"name": _TENANT_NAME,
-                                  "username": {"type": "string", "minLength": 1,
-                                               "maxLength": 150},
+                                  "username": {"type": "string", "pattern": (
+                                      "^[^:\\u0000-\\u0020\\u007f]"
+                                      "([^:]{0,148}[^:\\u0000-\\u0020\\u007f])?$")},
                                   "password": {"type": "string", "minLength": 8,
                                                "maxLength": 128},
                                   "quotas": _QUOTAS}}

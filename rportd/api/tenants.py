@@ -6,6 +6,7 @@ Answers carry counts and quotas, never a tenant's clients, credentials or users 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ __all__ = ["TenantServices", "TENANT_SERVICES", "list_tenants", "create_tenant",
            "patch_tenant", "delete_tenant", "install", "operator_status", "metrics"]
 
 _USERNAME_MAX = 150  # users.username is VARCHAR(150)
+# no ':' (basic auth splits there), no control character or blank at either end
+USERNAME = re.compile(r"[^:\x00-\x20\x7f]([^:]{0,148}[^:\x00-\x20\x7f])?")
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ async def create_tenant(request: web.Request) -> web.Response:
     _require_tenancy(request)
     body = await _body(request)
     name = _name(request, body.get("name"))
-    quotas = parse_quotas(body.get("quotas") or {})
+    quotas = parse_quotas(body.get("quotas", {}))
     tables = _services(request).tables
     existing = await tables.get(name)
     if existing is not None and existing.recorded:
@@ -161,7 +164,7 @@ async def patch_tenant(request: web.Request) -> web.Response:
         raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}; use quotas, status")
     if body.get("status", "active") != "active":
         raise BadRequest("status can only be \"active\"", code="ERR_CODE_INVALID_STATUS")
-    quotas = parse_quotas(body.get("quotas") or {}, tenant.quotas)
+    quotas = parse_quotas(body.get("quotas", {}), tenant.quotas)
     tables = _services(request).tables
     if tenant.recorded:
         await tables.update(tenant.name, quotas, "active")
@@ -189,8 +192,7 @@ async def delete_tenant(request: web.Request) -> web.Response:
 def _install_body(request: web.Request, body: dict[str, Any]) -> tuple[str, str, str]:
     name = _name(request, body.get("name"))
     username, password = body.get("username"), body.get("password")
-    if (not isinstance(username, str) or not 1 <= len(username) <= _USERNAME_MAX
-            or username != username.strip() or ":" in username):
+    if not isinstance(username, str) or not USERNAME.fullmatch(username):
         raise BadRequest(f"username must be 1-{_USERNAME_MAX} characters without ':' or "
                          "surrounding blanks", code="ERR_CODE_INVALID_USERNAME")
     if not isinstance(password, str) or not 8 <= len(password) <= 128:
@@ -208,7 +210,7 @@ async def install(request: web.Request) -> web.Response:
                                code="ERR_CODE_INSTALL_UNAVAILABLE")
     body = await _body(request)
     name, username, password = _install_body(request, body)
-    quotas = parse_quotas(body.get("quotas") or {})
+    quotas = parse_quotas(body.get("quotas", {}))
     users = request.app[AUTHENTICATOR].users
     assert users is not None
     stored = await users.gate.pool.hash(password)
