@@ -12,7 +12,8 @@ Two ways to count, each race-free:
   cannot both pass. Hold across the creation (then the new thing is counted by `in_use`), or
   across the whole life of the thing when nothing else counts it (running commands).
 
-Over quota: QuotaExceeded, the API's 403 ERR_CODE_QUOTA_EXCEEDED.
+Over quota: QuotaExceeded, the API's 403 ERR_CODE_QUOTA_EXCEEDED; a suspended tenant gets
+TenantSuspended (a QuotaExceeded, 403 ERR_CODE_TENANT_SUSPENDED) from every hold.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from .config import Config
-from .errors import Forbidden
+from .errors import Forbidden, StoreError
 from .store import Store
 from .store.base import Transaction
-from .tenants import QUOTA_KINDS, TenantTables
+from .tenants import QUOTA_KINDS, SUSPENDED, Tenant, TenantTables
 
-__all__ = ["QuotaExceeded", "QuotaService", "CACHE_SECONDS"]
+__all__ = ["QuotaExceeded", "TenantSuspended", "QuotaService", "CACHE_SECONDS"]
 
 CACHE_SECONDS = 2.0  # quotas changed by SQL by hand are seen this late; API changes at once
 
@@ -42,6 +43,17 @@ class QuotaExceeded(Forbidden):
         self.limit = limit
 
 
+class TenantSuspended(QuotaExceeded):
+    """The operator suspended the tenant: nothing new for it, as if every quota were 0."""
+
+    code = "ERR_CODE_TENANT_SUSPENDED"
+    title = "Tenant suspended"
+
+    def __init__(self) -> None:
+        Forbidden.__init__(self, "the tenant is suspended by the operator")
+        self.kind, self.limit = "all", 0
+
+
 class QuotaService:
     """One per process. Without multi_tenancy (or for the tenant '') nothing is limited."""
 
@@ -50,7 +62,7 @@ class QuotaService:
         self.tables = tables or TenantTables(config, store)
         self._row_tables = {"credentials": config.server.auth_table,
                             "users": config.api.auth_user_table}
-        self._cache: dict[str, tuple[float, dict[str, int]]] = {}
+        self._cache: dict[str, tuple[float, Tenant | None]] = {}
         self._held: dict[tuple[str, str], int] = {}
 
     def _applies(self, tenant: str, kind: str) -> bool:
@@ -58,16 +70,32 @@ class QuotaService:
             raise ValueError(f"unknown quota kind {kind!r}")
         return self._enabled and bool(tenant)
 
-    async def quotas(self, tenant: str) -> dict[str, int]:
-        """The tenant's quotas, read at most every CACHE_SECONDS."""
+    async def _record(self, tenant: str) -> Tenant | None:
+        """The tenant's row, read at most every CACHE_SECONDS; while the database fails, the
+        last one read (a failing database must not lift a suspension nor block everyone)."""
         now = asyncio.get_running_loop().time()
         cached = self._cache.get(tenant)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[1]
-        record = await self.tables.record(tenant)
-        quotas = dict(record.quotas) if record is not None else {}
-        self._cache[tenant] = (now, quotas)
-        return quotas
+        try:
+            record = await self.tables.record(tenant)
+        except StoreError:
+            if cached is None:
+                raise
+            return cached[1]
+        self._cache[tenant] = (now, record)
+        return record
+
+    async def quotas(self, tenant: str) -> dict[str, int]:
+        record = await self._record(tenant)
+        return dict(record.quotas) if record is not None else {}
+
+    async def suspended(self, tenant: str) -> bool:
+        """Whether the operator suspended the tenant (its users and agents are refused)."""
+        if not self._enabled or not tenant:
+            return False
+        record = await self._record(tenant)
+        return record is not None and record.status == SUSPENDED
 
     def forget(self, tenant: str) -> None:
         """The tenant's quotas changed (or it was deleted): read them again next time."""
@@ -85,6 +113,8 @@ class QuotaService:
         if not self._applies(tenant, kind):
             yield
             return
+        if await self.suspended(tenant):
+            raise TenantSuspended()
         limit = (await self.quotas(tenant)).get(kind)
         key = (tenant, kind)
         if limit is not None and in_use() + self._held.get(key, 0) + n > limit:

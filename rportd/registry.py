@@ -321,6 +321,11 @@ class Registry:
             counts[tenant] = (connected, len(clients) - connected, tunnels)
         return counts
 
+    def sessions_of(self, tenant: str) -> builtins.list[ClientSession]:
+        """The live sessions of `tenant` (the operator suspending it closes them)."""
+        return [r.session for r in self._by_tenant.get(tenant, {}).values()
+                if r.session is not None]
+
     def connected_count(self, tenant: str, but: str = "") -> int:
         """Connected clients of `tenant`, not counting client id `but` (the client quota)."""
         return sum(1 for r in self._by_tenant.get(tenant, {}).values()

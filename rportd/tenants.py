@@ -26,11 +26,14 @@ from .store import Store
 from .store.base import Transaction
 from .tenancy import normalize_tenant
 
-__all__ = ["Tenant", "TenantTables", "QUOTA_KINDS", "MAX_NAME", "check_name", "is_dns_label",
-           "tenant_for_host", "HostBinding", "parse_quotas", "exact_column", "utcnow"]
+__all__ = ["Tenant", "TenantTables", "QUOTA_KINDS", "ACTIVE", "SUSPENDED", "STATUSES", "MAX_NAME",
+           "check_name", "is_dns_label", "tenant_for_host", "HostBinding", "parse_quotas",
+           "exact_column", "utcnow"]
 
 MAX_NAME = 50  # tenants.name is VARCHAR(50), as the tenant columns of rport's DDL
 QUOTA_KINDS = ("clients", "credentials", "users", "tunnels", "commands")
+ACTIVE, SUSPENDED = "active", "suspended"
+STATUSES = (ACTIVE, SUSPENDED)
 MAX_QUOTA = 1_000_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: `$` would let "j\n" in
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")

@@ -381,6 +381,21 @@ def test_tunnel_quota(site: Site) -> None:
     assert 'rportd_orphaned_clients{state="connected"} 1' in text
 
 
+def test_a_suspended_tenant_is_refused_until_active_again(site: Site) -> None:
+    suspended = site.op("PATCH", "/api/v1/tenants/beta", {"status": "suspended"})
+    assert suspended.status == 200 and suspended.json()["data"]["status"] == "suspended"
+    refused = site.user("GET", "/api/v1/clients", "ben", "beta")
+    assert (refused.status, refused.error_code) == (403, "ERR_CODE_TENANT_SUSPENDED")
+    db1 = next(a for a in site.agents if "db1" in a.args)
+    db1.wait_log("the tenant is suspended")  # closed, and its reconnects told to retry
+    assert site.user("GET", "/api/v1/clients", "ann", "acme").status == 200  # others unaffected
+    bad = site.op("PATCH", "/api/v1/tenants/beta", {"status": "gone"})
+    assert (bad.status, bad.error_code) == (400, "ERR_CODE_INVALID_STATUS")
+    assert site.op("PATCH", "/api/v1/tenants/beta", {"status": "active"}).status == 200
+    wait_for(lambda: client_state(site, "beta", "ben", "db1") == "connected",
+             what="db1 back once beta is active")
+
+
 # ---------------------------------------------------------------- deletion
 
 

@@ -180,7 +180,8 @@ def build_api(ctx: ApiContext, authenticator: Authenticator,
     api = ctx.config.api
     app = web.Application(client_max_size=api.max_request_bytes,
                           middlewares=[error_middleware, route_errors_first, operator_gate,
-                                       auth.auth_middleware, data_plane_first,
+                                       auth.auth_middleware, tenants.suspended_gate,
+                                       data_plane_first,
                                        bodies.bounded_body])
     app[CONTEXT] = ctx
     app[AUTHENTICATOR] = authenticator

@@ -157,7 +157,7 @@ def _tenant_paths() -> dict[str, Any]:
                                                "maxLength": 128},
                                   "quotas": _QUOTAS}}
     patch = {"type": "object", "additionalProperties": False, "properties": {
-        "quotas": _QUOTAS, "status": {"type": "string", "enum": ["active"]}}}
+        "quotas": _QUOTAS, "status": {"type": "string", "enum": ["active", "suspended"]}}}
     force = _query("force", "true: disconnect the tenant's clients first",
                    {"type": "string", "enum": ["true", "false", "1", "0"]})
     return {

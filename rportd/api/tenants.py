@@ -7,6 +7,7 @@ Answers carry counts and quotas, never a tenant's clients, credentials or users 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,15 +15,25 @@ from aiohttp import web
 
 from ..auth.passwords import check_new_password
 from ..errors import BadRequest, Conflict, MethodNotAllowed, NotFound
-from ..quotas import QuotaService
+from ..quotas import QuotaService, TenantSuspended
 from ..tenant_admin import Install, install_tenant, remove_tenant
-from ..tenants import QUOTA_KINDS, Tenant, TenantTables, check_name, parse_quotas
-from .auth import AUTHENTICATOR
+from ..tenants import (
+    QUOTA_KINDS,
+    STATUSES,
+    SUSPENDED,
+    Tenant,
+    TenantTables,
+    check_name,
+    parse_quotas,
+)
+from .auth import AUTHENTICATOR, CALLER
 from .context import CONTEXT
 
 __all__ = ["TenantServices", "TENANT_SERVICES", "list_tenants", "create_tenant", "get_tenant",
-           "patch_tenant", "delete_tenant", "install", "operator_status", "metrics"]
+           "patch_tenant", "delete_tenant", "install", "operator_status", "metrics",
+           "suspended_gate"]
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _USERNAME_MAX = 150  # users.username is VARCHAR(150)
 # no ':' (basic auth splits there), no control character or blank at either end
 USERNAME = re.compile(r"[^:\x00-\x20\x7f]([^:]{0,148}[^:\x00-\x20\x7f])?")
@@ -112,6 +123,16 @@ async def _existing(request: web.Request) -> Tenant:
     return tenant
 
 
+@web.middleware
+async def suspended_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """After authentication: users of a suspended tenant get 403 ERR_CODE_TENANT_SUSPENDED."""
+    caller = request.get(CALLER)
+    if caller is not None and caller.scope.tenant and \
+            await request.app[TENANT_SERVICES].quotas.suspended(caller.scope.tenant):
+        raise TenantSuspended()
+    return await handler(request)
+
+
 async def list_tenants(request: web.Request) -> web.Response:
     """Every tenant: recorded ones and those only the operator's tables name."""
     usage = await _usage(request)
@@ -154,24 +175,29 @@ async def _answer(request: web.Request, name: str, status: int = 200) -> web.Res
 
 
 async def patch_tenant(request: web.Request) -> web.Response:
-    """{"quotas": {...}} (null removes a quota) and {"status": "active"}; an unrecorded tenant
-    gets its record."""
+    """{"quotas": {...}} (null removes a quota) and {"status": "active" | "suspended"}; an
+    unrecorded tenant gets its record. Suspending closes the tenant's agents (they retry and are
+    refused until it is active again) and refuses its users (403 ERR_CODE_TENANT_SUSPENDED)."""
     _require_tenancy(request)
     tenant = await _existing(request)
     body = await _body(request)
     unknown = set(body) - {"quotas", "status"}
     if unknown:
         raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}; use quotas, status")
-    if body.get("status", "active") != "active":
-        raise BadRequest("status can only be \"active\"", code="ERR_CODE_INVALID_STATUS")
+    status = body.get("status", tenant.status)
+    if status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}",
+                         code="ERR_CODE_INVALID_STATUS")
     quotas = parse_quotas(body.get("quotas", {}), tenant.quotas)
     tables = _services(request).tables
-    if tenant.recorded:
-        await tables.update(tenant.name, quotas, "active")
-    else:
+    if not tenant.recorded:
         async with tables.store.transaction() as tx:
             await tables.insert(tx, tenant.name, quotas)
+    await tables.update(tenant.name, quotas, status)
     _services(request).quotas.forget(tenant.name)
+    if status == SUSPENDED:
+        for session in request.app[CONTEXT].registry.sessions_of(tenant.name):
+            session.close()
     return await _answer(request, tenant.name)
 
 
