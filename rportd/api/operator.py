@@ -91,7 +91,9 @@ async def operator_gate(request: web.Request, handler: Handler) -> web.StreamRes
     if permission is None:  # not a route (static files, 404): nothing to decide here
         return await handler(request)
     key = request.app[OPERATOR_KEY]
-    binding = tenant_for_host(request.host, key.tenant_domain)
+    # the header itself: aiohttp's request.host falls back to socket.getfqdn(), a blocking
+    # DNS lookup, when a request has no Host
+    binding = tenant_for_host(request.headers.get("Host", ""), key.tenant_domain)
     _check_host(binding, permission, key.tenant_domain)
     if binding.tenant is not None:
         request[HOST_TENANT] = binding.tenant
