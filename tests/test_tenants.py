@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -284,6 +285,15 @@ def test_user_of_another_tenant_is_refused_like_a_wrong_password(site: Site) -> 
     assert (bare.status, bare.error_code) == (421, "ERR_CODE_MISDIRECTED_REQUEST")
     for public in ("/api/v1/health", "/api/v1/openapi.json"):
         assert http(site.rportd.api_port, "GET", public, headers={"Host": DOMAIN}).status == 200
+
+
+def test_a_request_without_host_names_no_tenant(site: Site) -> None:
+    with socket.create_connection(("127.0.0.1", site.rportd.api_port), timeout=10) as conn:
+        conn.sendall(b"GET /api/v1/clients HTTP/1.0\r\nAuthorization: Basic YW5uOng=\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 421") or answer.startswith(b"HTTP/1.1 421"), answer
 
 
 class _Hosted(ServerAddress):
