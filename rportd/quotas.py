@@ -90,6 +90,15 @@ class QuotaService:
         record = await self._record(tenant)
         return dict(record.quotas) if record is not None else {}
 
+    def suspended_now(self, tenant: str) -> bool | None:
+        """The cached answer of `suspended`, without awaiting; None when it must be read."""
+        if not self._enabled or not tenant:
+            return False
+        cached = self._cache.get(tenant)
+        if cached is None or asyncio.get_running_loop().time() - cached[0] >= CACHE_SECONDS:
+            return None
+        return cached[1] is not None and cached[1].status == SUSPENDED
+
     async def suspended(self, tenant: str) -> bool:
         """Whether the operator suspended the tenant (its users and agents are refused)."""
         if not self._enabled or not tenant:
