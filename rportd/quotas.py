@@ -19,6 +19,7 @@ TenantSuspended (a QuotaExceeded, 403 ERR_CODE_TENANT_SUSPENDED) from every hold
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,7 @@ from .tenants import QUOTA_KINDS, SUSPENDED, Tenant, TenantTables
 
 __all__ = ["QuotaExceeded", "TenantSuspended", "QuotaService", "CACHE_SECONDS"]
 
+log = logging.getLogger("rportd.quotas")
 CACHE_SECONDS = 2.0  # quotas changed by SQL by hand are seen this late; API changes at once
 
 
@@ -71,18 +73,18 @@ class QuotaService:
         return self._enabled and bool(tenant)
 
     async def _record(self, tenant: str) -> Tenant | None:
-        """The tenant's row, read at most every CACHE_SECONDS; while the database fails, the
-        last one read (a failing database must not lift a suspension nor block everyone)."""
+        """The tenant's row, read at most every CACHE_SECONDS. While the database fails: the
+        last one read, or none (no limits) if it was never read — the writes that follow need
+        the database anyway and have their own retries; a quota read must not add a failure."""
         now = asyncio.get_running_loop().time()
         cached = self._cache.get(tenant)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[1]
         try:
             record = await self.tables.record(tenant)
-        except StoreError:
-            if cached is None:
-                raise
-            return cached[1]
+        except StoreError as exc:
+            log.warning("quotas of tenant %r not read: %s", tenant, exc)
+            return cached[1] if cached is not None else None
         self._cache[tenant] = (now, record)
         return record
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rportd import quotas as quotas_module
 from rportd.config import build_config
 from rportd.quotas import QuotaExceeded, QuotaService
 from rportd.store import Store, open_store
@@ -116,3 +117,24 @@ def test_check_rows_serialises_inserts_racing_at_the_quota(database: dict[str, o
         return sorted(results)
 
     assert asyncio.run(scenario()) == ["ok", "over", "over", "over"]
+
+
+def test_a_failing_database_keeps_the_last_quotas_read(database: dict[str, object],
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every read goes to the database (cache off); when it fails, the last answer holds, and a
+    tenant never read is not limited (the writes that follow need the database anyway)."""
+    monkeypatch.setattr(quotas_module, "CACHE_SECONDS", 0.0)
+
+    async def scenario() -> None:
+        store, quotas = await _store(database, tmp_path)
+        assert (await quotas.quotas("J"))["commands"] == 2
+        await store.execute("DROP TABLE tenants")  # every read of it fails from here
+        with pytest.raises(QuotaExceeded):
+            async with quotas.hold("J", "commands", n=3):
+                pass
+        async with quotas.hold("K", "commands", n=3):
+            pass
+        await store.close()
+
+    asyncio.run(scenario())
