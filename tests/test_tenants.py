@@ -201,6 +201,12 @@ def test_install_refuses_taken_names_and_bad_input(site: Site) -> None:
     assert (bad.status, bad.error_code) == (400, "ERR_CODE_INVALID_QUOTA")
     bad = site.op("DELETE", "/api/v1/tenants/acme?force=maybe")
     assert (bad.status, bad.error_code) == (400, "ERR_CODE_INVALID_REQUEST")
+    for name in ("x" * 51, "no%20such", "%C3%A9"):
+        missing = site.op("GET", f"/api/v1/tenants/{name}")
+        assert (missing.status, missing.error_code) == (404, "ERR_CODE_TENANT_NOT_FOUND")
+    not_json = http(site.rportd.api_port, "POST", "/api/v1/tenants", token=KEY, body=b"{",
+                    headers={"Host": DOMAIN})
+    assert (not_json.status, not_json.error_code) == (400, "ERR_CODE_INVALID_REQUEST")
 
 
 def test_an_unrecorded_tenant_gains_a_record_with_quotas(site: Site) -> None:
