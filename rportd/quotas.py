@@ -12,6 +12,16 @@ Two ways to count, each race-free:
   cannot both pass. Hold across the creation (then the new thing is counted by `in_use`), or
   across the whole life of the thing when nothing else counts it (running commands).
 
+Wiring (one QuotaService per process: `request.app[api.tenants.TENANT_SERVICES].quotas` in the
+API, `AgentServices.quotas` on the agent port):
+    # concurrent commands: hold one place per client for as long as the command runs
+    async with quotas.hold(caller.scope.tenant, "commands", n=len(client_ids)):
+        ...send the command, wait for every result (or its timeout)...
+    # users: inside the transaction that inserts the user row
+    async with store.transaction() as tx:
+        await quotas.check_rows(tx, tenant, "users")
+        await tx.execute("INSERT INTO users ...")
+
 Over quota: QuotaExceeded, the API's 403 ERR_CODE_QUOTA_EXCEEDED; a suspended tenant gets
 TenantSuspended (a QuotaExceeded, 403 ERR_CODE_TENANT_SUSPENDED) from every hold.
 """
