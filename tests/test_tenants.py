@@ -242,6 +242,9 @@ def test_operator_key_reaches_no_tenant_endpoint(site: Site) -> None:
             assert b"web1" not in refused.body
     plain = site.op("GET", "/api/v1/clients", host="127.0.0.1")
     assert (plain.status, plain.error_code) == (421, "ERR_CODE_MISDIRECTED_REQUEST")
+    on_subdomain = site.op("GET", "/api/v1/tenants", host=f"acme.{DOMAIN}")
+    assert (on_subdomain.status, on_subdomain.error_code) == (421, "ERR_CODE_MISDIRECTED_REQUEST")
+    assert site.op("GET", "/api/v1/tenants", host=f"{DOMAIN}:443").status == 200  # a port is fine
 
 
 def test_short_operator_key_refuses_to_start(tmp_path: Path) -> None:
