@@ -140,6 +140,14 @@ SETTINGS: tuple[Setting, ...] = (
             "keep-alive connection is closed after it too (1s..5m)."),
     Setting("api", "listing_cache_bytes", "int", 16 << 20,
             "Memory for cached GET /clients answers, in bytes (0 = no cache)."),
+    Setting("api", "operator_key", "str", "",
+            "The operator's API key (at least 32 characters), sent as `Authorization: Bearer "
+            "<key>`: manages tenants (/api/v1/tenants) and reads /metrics, and reaches no "
+            "tenant's clients, jobs or credentials. Empty: no operator API."),
+    Setting("api", "tenant_domain", "str", "",
+            "With multi_tenancy: bind each request to the tenant named by its subdomain "
+            "(j.<tenant_domain> is tenant j), on the API and the agent port; the bare domain "
+            "serves only the operator API, health and OpenAPI. Empty: off."),
     Setting("logging", "log_file", "str", "", "Log file; empty: stderr.", short="l"),
     Setting("logging", "log_level", "str", "error", "One of error, warning, info, debug."),
     Setting("database", "db_type", "str", "", "mysql or sqlite."),
@@ -223,6 +231,8 @@ class ApiConfig:
     rate_while_tunnels_busy: int
     read_timeout: float = 10.0
     listing_cache_bytes: int = 16 << 20
+    operator_key: str = field(default="", repr=False)
+    tenant_domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -532,10 +542,29 @@ def _check_secrets(server: ServerConfig, api: ApiConfig) -> None:
         raise ConfigError("[api] jwt_secret",
                           f"must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex "
                           "32`), or unset to have one generated in data_dir")
+    if api.operator_key and len(api.operator_key) < MIN_SECRET_BYTES:
+        raise ConfigError("[api] operator_key",
+                          f"must be at least {MIN_SECRET_BYTES} characters (e.g. `openssl rand "
+                          "-hex 32`), or unset for no operator API")
     if server.max_failed_login < 1:
         raise ConfigError("[server] max_failed_login", "must be at least 1")
     if server.ban_time < 1:
         raise ConfigError("[server] ban_time", "must be at least 1 (seconds)")
+
+
+_DOMAIN = re.compile(r"^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)"
+                     r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def _check_tenant_domain(server: ServerConfig, api: ApiConfig) -> None:
+    if not api.tenant_domain:
+        return
+    if not _DOMAIN.fullmatch(api.tenant_domain):
+        raise ConfigError("[api] tenant_domain",
+                          f"{api.tenant_domain!r} is not a lower-case DNS name like "
+                          "\"rport.example.com\" (no port, no scheme, no trailing dot)")
+    if not server.multi_tenancy:
+        raise ConfigError("[api] tenant_domain", "needs [server] multi_tenancy = true")
 
 
 def _check_root(server: ServerConfig, embedded: bool) -> None:
@@ -623,6 +652,7 @@ def _build(document: Mapping[str, Any], environ: Mapping[str, str], embedded: bo
     _check_limits(server, api, db)
     _check_root(server, embedded)
     _check_secrets(server, api)
+    _check_tenant_domain(server, api)
     return Config(server, api, log, db, tuple(warnings), embedded)
 
 

@@ -13,6 +13,7 @@ database; `load()` marks rows left "connected" as lost after a restart).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import json
 import logging
@@ -318,6 +319,40 @@ class Registry:
         if clients.get(record.id) is record:
             del clients[record.id]
         self._changed(record.tenant)
+
+    def evict_tenant(self, tenant: str) -> tuple[ClientSession, ...]:
+        """Removing a tenant (tenant_admin.py): forget its clients in memory (the caller deletes
+        the rows) and hand back the live sessions to close. Their disconnects write nothing:
+        the records are no longer the registry's."""
+        clients = self._by_tenant.pop(tenant, {})
+        sessions: builtins.list[ClientSession] = []
+        for record in clients.values():
+            if record.session is not None:
+                sessions.append(record.session)
+                record.session = None
+        if clients:
+            self._changed(tenant)
+        return tuple(sessions)
+
+    def tenant_counts(self) -> dict[str, tuple[int, int, int]]:
+        """For the operator only: (connected, disconnected, tunnels) per tenant, '' holding the
+        orphaned clients. Counts, never records: no client of any tenant leaves through it."""
+        counts = {}
+        for tenant, clients in self._by_tenant.items():
+            connected = sum(1 for r in clients.values() if r.connected)
+            tunnels = sum(len(r.tunnels) for r in clients.values())
+            counts[tenant] = (connected, len(clients) - connected, tunnels)
+        return counts
+
+    def sessions_of(self, tenant: str) -> builtins.list[ClientSession]:
+        """The live sessions of `tenant` (the operator suspending it closes them)."""
+        return [r.session for r in self._by_tenant.get(tenant, {}).values()
+                if r.session is not None]
+
+    def connected_count(self, tenant: str, but: str = "") -> int:
+        """Connected clients of `tenant`, not counting client id `but` (the client quota)."""
+        return sum(1 for r in self._by_tenant.get(tenant, {}).values()
+                   if r.connected and r.id != but)
 
     def counts(self, scope: Scope) -> tuple[int, int]:
         clients = self.list(scope)

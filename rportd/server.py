@@ -21,6 +21,7 @@ from .api.app import build_api
 from .api.auth import Authenticator
 from .api.context import ApiContext
 from .api.http_server import ApiRunner
+from .api.tenants import TenantServices
 from .auth.clients import FileClientAuth, client_auth_from_config
 from .auth.personal_tokens import PersonalTokens
 from .auth.tokens import TokenIssuer, load_or_create_secret
@@ -32,10 +33,12 @@ from .errors import ConfigError, RportdError, StoreError
 from .jobs import JobService
 from .logs import COMBINED_LOG_FORMAT, access_logger, tls_context
 from .preflight import Listeners, bind_listeners, check_files
+from .quotas import QuotaService
 from .registry import Registry
 from .store import Store, open_store
 from .store.migrate import migrate_up, status
 from .tenancy import check_tenancy_schema
+from .tenants import TenantTables
 from .tunnel_spec import PortPool
 from .wire.hostkey import derive_key_from_seed, fingerprint, load_or_create_host_key
 
@@ -126,9 +129,11 @@ class Runtime:
         self._jwt_secret = (load_or_create_secret(api.jwt_secret, server.data_dir)
                             if api.address else b"")
         self.jobs = JobService(store, server)
+        self.tenants = TenantTables(config, store)
+        self.quotas = QuotaService(config, store, self.tenants)
         self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
                                     PortPool(server.used_ports, server.excluded_ports),
-                                    jobs=self.jobs)
+                                    jobs=self.jobs, quotas=self.quotas)
         self.agent_port = AgentPort(self.agents, self.host_key)
 
     async def __aenter__(self) -> Runtime:
@@ -194,7 +199,8 @@ class Runtime:
         self._spawn(self._prune_revocations(tokens))
         authenticator = Authenticator(users, tokens, self.config.server.multi_tenancy,
                                       PersonalTokens(self.store))
-        return build_api(self._api_context(), authenticator, self.store)
+        return build_api(self._api_context(), authenticator, self.store,
+                         TenantServices(self.tenants, self.quotas))
 
     def _api_context(self) -> ApiContext:
         return ApiContext(self.config, self.registry, self.agents.client_auth, self.agents.ports,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rportd.api.app import ROUTES
 from rportd.tenancy import tenant_tag
 
 from .api_world import (
@@ -20,7 +21,10 @@ from .api_world import (
     drop_mysql_database,
 )
 from .conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER, require_mysql
+from .helpers import Response, http
 from .processes import Agent, wait_for
+
+OPERATOR_KEY = "matrix-operator-key-" + "o" * 32
 
 
 def _mysql_section() -> dict[str, object]:
@@ -45,7 +49,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     if request.param == "mysql-seed-ddl":
         create_seed_tables(database)
     kind = "sqlite" if request.param == "sqlite" else "mysql"
-    built = build_world(tmp, kind, database,
+    built = build_world(tmp, kind, database, extra={"api": {"operator_key": OPERATOR_KEY}},
                         other="j" if request.param == "mysql-seed-ddl" else "G")
     try:
         yield built
@@ -549,3 +553,83 @@ def test_a_group_as_command_target_holds_only_the_callers_clients(world: World) 
             assert one.status == other.status == 404 and one.body == other.body
     finally:
         world.request("DELETE", "/api/v1/client-groups/every-j", "alice")
+
+# ---------------------------------------------------------------- tenants and the operator (issue 10)
+
+
+def _operator(world: World, method: str, path: str, body: bytes | None = None) -> Response:
+    return http(world.rportd.api_port, method, path, token=OPERATOR_KEY, body=body)
+
+
+def _concrete(path: str) -> str:
+    return path.replace("{name}", "J").replace("{id}", "x").replace("{tunnel_id}", "1")
+
+
+def test_tenant_users_get_nothing_from_operator_endpoints(world: World) -> None:
+    token = world.token("alice")
+    for route in (r for r in ROUTES if r.permission == "operator"):
+        path = _concrete(route.path)
+        answers = [world.request(route.method, path, user) for user in ("alice", "gina",
+                                                                         "nobody")]
+        answers.append(world.request(route.method, path, token=token))
+        answers.append(world.request(route.method, path, "alice", body=b'{"name": "J"}'))
+        for answer in answers:
+            assert (answer.status, answer.error_code) == (401, "ERR_CODE_OPERATOR_KEY_REQUIRED")
+        assert len({a.body for a in answers}) == 1, (route, answers)
+    assert world.sql("SELECT name FROM tenants") == []  # nothing was created
+
+
+def test_operator_key_reaches_no_tenant_endpoint(world: World) -> None:
+    for route in (r for r in ROUTES if r.permission not in ("operator", "public")):
+        answer = _operator(world, route.method, _concrete(route.path))
+        assert (answer.status, answer.error_code) == (403, "ERR_CODE_OPERATOR_FORBIDDEN"), \
+            (route, answer.body)
+        assert b"jonly" not in answer.body and b"cj" not in answer.body
+
+
+def _exact_count(world: World, table: str, tenant: str) -> int:
+    quoted = f'"{table}"' if world.kind == "sqlite" else f"`{table}`"
+    return sum(1 for (value,) in world.sql(f"SELECT tenant FROM {quoted}")
+               if str(value).strip() == tenant)
+
+
+def test_operator_counts_each_tenant_apart(world: World) -> None:
+    listed = {t["name"]: t for t in _operator(world, "GET", "/api/v1/tenants").json()["data"]}
+    assert {"J", world.other} <= set(listed)  # J and j stay two tenants on any collation
+    for name in ("J", world.other):
+        tenant = listed[name]
+        assert not tenant["recorded"]  # named only by the operator's tables
+        assert tenant["usage"]["credentials"] == _exact_count(world, "clients_auth", name)
+        assert tenant["usage"]["users"] == _exact_count(world, "users", name)
+        assert tenant["usage"]["clients_connected"] == 2
+        one = _operator(world, "GET", f"/api/v1/tenants/{name}").json()["data"]
+        assert one["usage"] == tenant["usage"]
+    status = _operator(world, "GET", "/api/v1/operator/status").json()["data"]
+    assert status["orphaned_clients_connected"] == 1
+    missing = _operator(world, "GET", "/api/v1/tenants/nope")
+    assert (missing.status, missing.error_code) == (404, "ERR_CODE_TENANT_NOT_FOUND")
+    text = _operator(world, "GET", "/metrics").body.decode()
+    assert 'rportd_tenant_clients_connected{tenant="J"} 2' in text
+    assert f'rportd_tenant_clients_connected{{tenant="{world.other}"}} 2' in text
+    assert 'rportd_orphaned_clients{state="connected"} 1' in text
+    assert b"jonly" not in _operator(world, "GET", "/api/v1/tenants").body
+
+
+def test_deleting_a_tenant_leaves_the_one_differing_in_case(world: World) -> None:
+    quote = '"' if world.kind == "sqlite" else "`"
+    for tenant, suffix in (("Zq", "upper"), ("zq", "lower")):
+        world.sql("INSERT INTO clients_auth (id, password, tenant) VALUES (?, ?, ?)",
+                  (f"zq-{suffix}", "secret", tenant))
+        world.sql("INSERT INTO users (username, password, tenant) VALUES (?, ?, ?)",
+                  (f"zq-{suffix}", "x", tenant))
+        world.sql(f"INSERT INTO {quote}groups{quote} (username, {quote}group{quote}, tenant) "
+                  "VALUES (?, ?, ?)", (f"zq-{suffix}", "Administrators", tenant))
+    gone = _operator(world, "DELETE", "/api/v1/tenants/zq")
+    assert gone.status == 200, gone.body
+    assert gone.json()["data"]["removed"]["clients_auth"] == 1
+    for table in ("clients_auth", "users", "groups"):
+        assert _exact_count(world, table, "zq") == 0
+        assert _exact_count(world, table, "Zq") == 1
+    assert _operator(world, "GET", "/api/v1/tenants/Zq").status == 200
+    assert _operator(world, "DELETE", "/api/v1/tenants/Zq").status == 200
+    assert _operator(world, "GET", "/api/v1/tenants/Zq").status == 404

@@ -30,6 +30,9 @@ EXCLUDED += [arg for op in ("createUser", "updateUser", "patchUser", "deleteUser
              for arg in ("--exclude-operation-id", op)]
 # POST /clients-auth runs apart: it writes rows, and its bad passwords (over 72 bytes, NUL) are 400s.
 CREDENTIALS = ["--include-operation-id", "createClientCredential"]
+# The operator endpoints run apart, with the operator key, on a multi-tenant rportd.
+OPERATOR = ["--include-tag", "operator"]
+OPERATOR_KEY = "fuzz-operator-key-" + "f" * 32
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +54,28 @@ def rportd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rportd]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def tenant_rportd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rportd]:
+    tmp = tmp_path_factory.mktemp("fuzz-tenants")
+    database = {"db_type": "sqlite", "db_name": str(tmp / "rportd.db")}
+    migrate = write_config(tmp / "migrate.conf", {
+        "server": {"allow_root": True, "data_dir": str(tmp / "data")}, "database": database})
+    subprocess.run([sys.executable, "-m", "rportd.cli", "migrate", "-c", str(migrate)],
+                   check=True, capture_output=True)
+    server = Rportd(tmp, {"server": {"auth_table": "clients_auth", "multi_tenancy": True},
+                          "api": {"auth_user_table": "users", "auth_group_table": "groups",
+                                  "operator_key": OPERATOR_KEY},
+                          "database": database}).start()
+    server.token = ""  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
 def schemathesis(rportd: Rportd, *selection: str) -> subprocess.CompletedProcess[str]:
     token = rportd.token  # type: ignore[attr-defined]
     config = rportd.tmp / "schemathesis.toml"
-    config.write_text(f'[auth.openapi.bearer]\nbearer = "{token}"\n')
+    config.write_text(f'[auth.openapi.bearer]\nbearer = "{token}"\n'
+                      f'[auth.openapi.operator]\nbearer = "{OPERATOR_KEY}"\n')
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st, "schemathesis is not installed: pip install -e '.[test]'"
     command = [st, "--config-file", str(config), "--no-color", "run",
@@ -73,11 +94,15 @@ def assert_clean(result: subprocess.CompletedProcess[str], rportd: Rportd) -> No
 
 def test_schemathesis_finds_nothing(rportd: Rportd) -> None:
     assert_clean(schemathesis(rportd, *EXCLUDED, "--exclude-operation-id",
-                              "createClientCredential"), rportd)
+                              "createClientCredential", "--exclude-tag", "operator"), rportd)
 
 
 def test_schemathesis_on_credential_creation(rportd: Rportd) -> None:
     assert_clean(schemathesis(rportd, *CREDENTIALS), rportd)
+
+
+def test_schemathesis_on_operator_endpoints(tenant_rportd: Rportd) -> None:
+    assert_clean(schemathesis(tenant_rportd, *OPERATOR), tenant_rportd)
 
 
 def test_every_secured_operation_refuses_bad_credentials(rportd: Rportd) -> None:

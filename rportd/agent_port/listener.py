@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncssh
 
+from ..tenants import tenant_for_host
 from ..wire.asyncssh_internals import SERVER_VERSION
 from .admission import Admission, Busy, Limits
 from .lifecycle import Lifecycle, State
@@ -232,6 +233,8 @@ class AgentPort:
         assert agent.ssh is not None
         session = AgentSession(self.services, lifecycle)
         session.limit_reading = agent.budget_reading
+        domain = self.services.config.api.tenant_domain
+        session.host_tenant = tenant_for_host(agent.host, domain).tenant if domain else None
         options = copy.copy(self._options)  # shared settings; only the session differs
         options.protocol_factory = lambda: session
         conn = RportServerConnection(asyncio.get_running_loop(), options)

@@ -40,6 +40,7 @@ from ..auth.clients import ClientAuth, ClientCredential
 from ..config import Config
 from ..errors import BadRequest, RportdError, StoreError
 from ..jobs import JobService
+from ..quotas import QuotaExceeded, QuotaService
 from ..registry import AlreadyConnected, ClientRecord, IdTaken, Registry
 from ..tunnel_spec import PortPool, Remote, TunnelError, join_host_port, take_matching
 from ..wire.asyncssh_internals import (
@@ -79,6 +80,7 @@ class AgentServices:
     client_auth: ClientAuth | None
     ports: PortPool
     jobs: JobService | None = None  # remote commands (rportd/jobs); None: run_cmd unsupported
+    quotas: QuotaService | None = None  # None: nothing is limited
 
     ports_in_use: set[int] = field(default_factory=set)  # lports of every live tunnel
     traffic: TrafficMeter = field(default_factory=TrafficMeter)
@@ -161,6 +163,8 @@ class AgentSession(asyncssh.SSHServer):
         self._timeout: asyncio.TimerHandle | None = None
         self._cleaned = asyncio.Event()
         self._runs_scripts = False
+        # The tenant the upgrade's Host names ([api] tenant_domain); set by the listener.
+        self.host_tenant: str | None = None
 
     # ------------------------------------------------------------------ asyncssh hooks
     def connection_made(self, conn: SSHServerConnection) -> None:
@@ -181,7 +185,8 @@ class AgentSession(asyncssh.SSHServer):
     async def validate_password(self, username: str, password: str) -> bool:
         """Awaitable; the username is the client auth id. False on any doubt."""
         auth = self._services.client_auth
-        credential = await auth.authenticate(username, password, self._address) if auth else None
+        credential = (await auth.authenticate(username, password, self._address,
+                                              self.host_tenant) if auth else None)
         if credential is None:
             log.info("agent %s: authentication failed for %r", self._address, username)
             return False
@@ -353,12 +358,17 @@ class AgentSession(asyncssh.SSHServer):
     async def _connect(self, client_id: str, details: dict[str, Any]) -> ClientRecord:
         assert self.credential is not None
         credential, server = self.credential, self._services.config.server
-        try:
-            return await self._retrying(lambda: self._services.registry.connect(
-                credential.tenant, client_id, credential.id, details, self,
-                server.auth_multiuse_creds))
+        registry, quotas = self._services.registry, self._services.quotas
+        try:  # the quota's places: connected clients but this id (a reconnect replaces itself)
+            async with (quotas.hold(credential.tenant, "clients", lambda: registry.connected_count(
+                    credential.tenant, client_id)) if quotas else contextlib.nullcontext()):
+                return await self._retrying(lambda: registry.connect(
+                    credential.tenant, client_id, credential.id, details, self,
+                    server.auth_multiuse_creds))
         except (IdTaken, AlreadyConnected) as exc:
             raise _Refusal(exc.detail) from None
+        except QuotaExceeded as exc:
+            raise _Refusal(_try_later_text(client_id, exc.detail)) from None
 
     def _log_connected(self, record: ClientRecord) -> None:
         assert self.credential is not None
@@ -626,9 +636,9 @@ class _TryLater(Exception):
     failure text every rport client generation retries on, then hang up."""
 
 
-def _try_later_text(client_id: str) -> str:
+def _try_later_text(client_id: str, why: str = "the server's database is unavailable") -> str:
     """rport clients before openrport's comm.WithRetry exit for good on any failure text and
-    on a connection lost before the reply; all of them back off and retry on this prefix."""
-    return (f'client is already connected: "{client_id}" cannot be registered now (the server\'s '
-            "database is unavailable); retry later")
+    on a connection lost before the reply; all of them back off and retry on this prefix (also
+    used over the tenant's client quota: the agent gets in once a place is free)."""
+    return f'client is already connected: "{client_id}" cannot be registered now ({why}); retry later'
 

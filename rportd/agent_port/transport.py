@@ -95,6 +95,7 @@ class AgentSocket(asyncio.Protocol):
         self._released = False
         self._pauses: set[str] = set()  # why the socket is not being read; empty: reading
         self._budget: int | None = None  # SSH bytes still passed before pausing (None: any)
+        self.host = ""  # the upgrade's Host header
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -168,6 +169,7 @@ class AgentSocket(asyncio.Protocol):
         if upgrade is None:
             self._refuse(NOT_FOUND if end <= MAX_HEAD else HEAD_TOO_LARGE)
             return b""
+        self.host = upgrade.host
         self.raw.write(switching_protocols(upgrade, self._banner))
         self.ssh = WebSocketTransport(self.raw, mask=False, reading=(
             lambda: self._pause("ssh"), lambda: self._resume("ssh")))

@@ -23,6 +23,7 @@ HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Leng
 class Upgrade:
     key: str
     path: str
+    host: str = ""  # the Host header: with [api] tenant_domain, it may name the agent's tenant
 
 
 def _headers(lines: list[str]) -> dict[str, str] | None:
@@ -63,7 +64,7 @@ def parse_head(head: bytes) -> Upgrade | None:
         if other:
             log.info("ignored client connection using protocol %r", other[0])
         return None
-    return Upgrade(key, parts[1])
+    return Upgrade(key, parts[1], headers.get("host", ""))
 
 
 def switching_protocols(upgrade: Upgrade, banner: bytes) -> bytes:

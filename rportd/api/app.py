@@ -27,6 +27,7 @@ from . import (
     clients_auth,
     commands,
     me,
+    tenants,
     tokens,
     user_groups,
     users,
@@ -38,6 +39,8 @@ from .authorize import GRANTS, ROUTE_PERMISSIONS, authorize_middleware
 from .context import CONTEXT, ApiContext
 from .http_server import error_body
 from .openapi import classified, openapi_spec
+from .operator import OPERATOR_KEY, PERMISSIONS, OperatorKey, operator_gate
+from .tenants import TENANT_SERVICES, TenantServices
 
 __all__ = ["build_api", "served_openapi", "ROUTES", "Route", "RESOURCES", "PERMISSION_KINDS", "ADMISSION"]
 
@@ -217,20 +220,34 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/client-groups/{id}", client_groups.put_group, "client-groups:write"),
     Route("DELETE", "/api/v1/client-groups/{id}", client_groups.delete_group,
           "client-groups:write"),
+    Route("GET", "/api/v1/tenants", tenants.list_tenants, "operator"),
+    Route("POST", "/api/v1/tenants", tenants.create_tenant, "operator"),
+    Route("POST", "/api/v1/tenants/install", tenants.install, "operator"),
+    Route("GET", "/api/v1/tenants/{name}", tenants.get_tenant, "operator"),
+    Route("PATCH", "/api/v1/tenants/{name}", tenants.patch_tenant, "operator"),
+    Route("DELETE", "/api/v1/tenants/{name}", tenants.delete_tenant, "operator"),
+    Route("GET", "/api/v1/operator/status", tenants.operator_status, "operator"),
+    Route("GET", "/metrics", tenants.metrics, "operator"),
+    Route("GET", "/api/v1/operator/auditlog", auditlog.list_all_auditlog, "operator"),
 )
 
 
-def build_api(ctx: ApiContext, authenticator: Authenticator, store: Store) -> web.Application:
-    """Middlewares, outermost first: errors, 405s, who is calling, admission, the body, the
-    audit of writes (it sees refusals too), then the route's permission (before any handler
-    looks anything up)."""
+def build_api(ctx: ApiContext, authenticator: Authenticator, store: Store,
+              tenant_services: TenantServices) -> web.Application:
+    """Middlewares, outermost first: errors, 405s, the operator's key, who is calling, a
+    suspended tenant, admission, the body, the audit of writes (it sees refusals too), then the
+    route's permission (before any handler looks anything up)."""
     api = ctx.config.api
     app = web.Application(client_max_size=api.max_request_bytes,
-                          middlewares=[error_middleware, route_errors_first, auth.auth_middleware,
+                          middlewares=[error_middleware, route_errors_first, operator_gate,
+                                       auth.auth_middleware, tenants.suspended_gate,
                                        data_plane_first, bodies.bounded_body,
                                        auditlog.audit_middleware, authorize_middleware])
     app[CONTEXT] = ctx
     app[AUTHENTICATOR] = authenticator
+    app[TENANT_SERVICES] = tenant_services
+    app[OPERATOR_KEY] = OperatorKey(api.operator_key, api.tenant_domain)
+    app[PERMISSIONS] = {(route.method, route.path): route.permission for route in ROUTES}
     app[clients.LISTINGS] = clients.ListingCache(api.listing_cache_bytes)
     app[ADMISSION] = FairAdmission(ctx.traffic, api.rate_while_tunnels_busy)
     _permissions_and_audit(app, ctx, store)

@@ -206,6 +206,5 @@ async def list_auditlog(request: web.Request) -> web.Response:
 
 
 async def list_all_auditlog(request: web.Request) -> web.Response:
-    """Every tenant's entries, `filter[tenant]` too: for the operator only. Not routed here: the
-    operator's authentication (issue 10, tenants) routes it with permission `operator`."""
+    """GET /operator/auditlog: every tenant's entries, `filter[tenant]` too (operator only)."""
     return await audit_listing(request, Scope(None), (*FILTERS, "tenant"))

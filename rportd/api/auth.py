@@ -23,6 +23,7 @@ from ..auth.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, TokenClaims, TokenIssu
 from ..auth.users import User, UserSource
 from ..errors import BadRequest, Unauthorized
 from ..tenancy import Scope
+from .operator import HOST_TENANT, OPERATOR
 
 __all__ = ["Caller", "Authenticator", "CALLER", "AUTHENTICATOR", "auth_middleware", "login_get",
            "login_post", "login_delete"]
@@ -57,19 +58,24 @@ class Authenticator:
                 personal: PersonalToken | None = None) -> Caller:
         return Caller(user, Scope.for_user(self._multi_tenancy, user.tenant), token, personal)
 
-    async def with_password(self, username: str, password: str, address: str) -> Caller:
-        """LoginRefused (429) or PoolBusy (503) from the auth layer pass through."""
-        user = await self.users.authenticate(username, password, address) if self.users else None
+    async def with_password(self, username: str, password: str, address: str,
+                            tenant: str | None = None) -> Caller:
+        """LoginRefused (429) or PoolBusy (503) from the auth layer pass through. `tenant`: the
+        tenant the request's Host names; a user of another tenant is refused as a wrong password."""
+        user = (await self.users.authenticate(username, password, address, tenant)
+                if self.users else None)
         if user is None:
             log.info("failed API login for %r from %s", username, address)
             raise Unauthorized("invalid username or password", code="ERR_CODE_UNAUTHORIZED")
         return self._caller(user)
 
-    async def with_token(self, token: str) -> Caller:
+    async def with_token(self, token: str, tenant: str | None = None) -> Caller:
         if is_personal(token):
-            return await self.with_personal_token(token)
+            return await self.with_personal_token(token, tenant=tenant)
         claims = self.tokens.verify(token)
         user = await self.users.get(claims.username) if self.users else None
+        if user is not None and tenant is not None and user.tenant != tenant:
+            user = None  # another tenant's subdomain: as for a removed user
         if user is None or not self.tokens.bound_to(claims, user.tenant, user.username,
                                                     user.password):
             # removed, re-created, moved or with a new password since the token was issued
@@ -103,7 +109,7 @@ class Authenticator:
         account = self.tokens.account(user.tenant, user.username, user.password)
         return self.tokens.issue(user.username, lifetime, account)
 
-    async def from_header(self, header: str, address: str) -> Caller:
+    async def from_header(self, header: str, address: str, tenant: str | None = None) -> Caller:
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
@@ -114,9 +120,9 @@ class Authenticator:
             username, sep, password = decoded.partition(":")
             if not sep:
                 raise Unauthorized("malformed basic credentials")
-            return await self.with_password(username, password, address)
+            return await self.with_password(username, password, address, tenant)
         if scheme in ("bearer", "bearer:"):  # rport documents "Bearer: <token>" too
-            return await self.with_token(value.strip())
+            return await self.with_token(value.strip(), tenant)
         raise Unauthorized("use HTTP basic auth or a bearer token")
 
 
@@ -126,7 +132,8 @@ AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/") or (request.method, request.path) in _PUBLIC:
+    if (not request.path.startswith("/api/") or (request.method, request.path) in _PUBLIC
+            or request.get(OPERATOR)):  # operator routes: operator.py checked the key
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header and (request.method, request.path) in _QUERY_TOKEN:
@@ -134,7 +141,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         header = f"Bearer {token}" if token else ""
     if not header:
         raise Unauthorized("authentication required: HTTP basic auth or a bearer token")
-    request[CALLER] = await request.app[AUTHENTICATOR].from_header(header, request.remote or "")
+    request[CALLER] = await request.app[AUTHENTICATOR].from_header(
+        header, request.remote or "", request.get(HOST_TENANT))
     return await handler(request)
 
 
@@ -177,8 +185,8 @@ async def login_post(request: web.Request) -> web.Response:
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         raise BadRequest("username and password are required")
-    caller = await request.app[AUTHENTICATOR].with_password(username, password,
-                                                             request.remote or "")
+    caller = await request.app[AUTHENTICATOR].with_password(
+        username, password, request.remote or "", request.get(HOST_TENANT))
     lifetime = _lifetime(str(body.get("token-lifetime") or request.query.get("token-lifetime")
                              or ""))
     return _token_response(request, caller, lifetime)

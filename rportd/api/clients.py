@@ -18,6 +18,7 @@ from ..registry import ClientRecord
 from ..tunnel_spec import Remote
 from .auth import CALLER
 from .context import CONTEXT
+from .tenants import TENANT_SERVICES
 
 __all__ = ["ListingCache", "LISTINGS", "list_clients", "get_client", "delete_client",
            "put_tunnel", "delete_tunnel"]
@@ -226,7 +227,15 @@ async def put_tunnel(request: web.Request) -> web.Response:
     session = record.session
     if session is None:
         raise BadRequest("the client is not connected", code="ERR_CODE_CLIENT_NOT_CONNECTED")
-    return web.json_response({"data": await session.open_tunnel(remote, check=check)})
+    scope = request[CALLER].scope
+
+    def tunnels_in_use() -> int:
+        return sum(len(r.tunnels) for r in ctx.registry.list(scope))
+
+    # held until the tunnel is in the registry, where tunnels_in_use counts it
+    async with request.app[TENANT_SERVICES].quotas.hold(record.tenant, "tunnels", tunnels_in_use):
+        tunnel = await session.open_tunnel(remote, check=check)
+    return web.json_response({"data": tunnel})
 
 
 async def delete_tunnel(request: web.Request) -> web.Response:

@@ -16,9 +16,11 @@ from aiohttp import web
 
 from ..auth.passwords import check_new_password, hash_password
 from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
+from ..store.base import Transaction
 from ..tenancy import Scope, tenant_tag
 from .auth import AUTHENTICATOR, CALLER
 from .context import CONTEXT
+from .tenants import TENANT_SERVICES
 
 __all__ = ["list_credentials", "create_credential", "delete_credential"]
 
@@ -85,8 +87,13 @@ async def create_credential(request: web.Request) -> web.Response:
     stored = await _hash(request, password)
     auth = request.app[CONTEXT].client_auth
     assert auth is not None
+    tenant, quotas = caller.scope.tenant or "", request.app[TENANT_SERVICES].quotas
+
+    async def within_quota(tx: Transaction) -> None:
+        await quotas.check_rows(tx, tenant, "credentials")
+
     # Under multi-tenancy a conflict can only be with the caller's own namespace.
-    if not await auth.create(stored_id, stored, caller.scope.tenant or ""):
+    if not await auth.create(stored_id, stored, tenant, within_quota):
         raise Conflict(f"client auth id {stored_id!r} already exists",
                        code="ERR_CODE_ALREADY_EXIST")
     return web.json_response({"data": {"id": stored_id}}, status=201)

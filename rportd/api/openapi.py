@@ -208,19 +208,26 @@ def _token_paths() -> dict[str, Any]:
 
 
 def _auditlog_paths() -> dict[str, Any]:
+    tenant = _query("filter[tenant]", "exact tenant")
+    return {"/api/v1/auditlog": {"get": _op(
+        "listAuditLog", "Writes in the caller's tenant, newest first", errors=(
+            "400", "403", *_AUTHED), params=_auditlog_params())},
+            "/api/v1/operator/auditlog": {"get": _operator_op(
+                "listAllAuditLog", "Writes in every tenant, newest first (the operator's view)",
+                errors=("400",), params=[tenant, *_auditlog_params()])}}
+
+
+def _auditlog_params() -> list[dict[str, Any]]:
     filters = [_query(f"filter[{name}]", f"exact {name}") for name in
                ("username", "action", "target", "result")]
     moment = {"type": "string", "pattern": _TIME}
     filters += [_query("filter[since]", "UTC time, e.g. 2026-12-01T19:30:00Z (inclusive)",
                        moment), _query("filter[until]", "UTC time (inclusive)", moment)]
-    return {"/api/v1/auditlog": {"get": _op(
-        "listAuditLog", "Writes in the caller's tenant, newest first", errors=(
-            "400", "403", *_AUTHED), params=[
-            *filters, _query("sort", "at or -at (default)", {"type": "string",
+    return [*filters, _query("sort", "at or -at (default)", {"type": "string",
                                                            "enum": ["at", "-at"]}),
             _query("page[limit]", "at most 1000, default 100",
                    {"type": "integer", "minimum": 1, "maximum": 1000}),
-            _query("page[offset]", "skip", {"type": "integer", "minimum": 0})])}}
+            _query("page[offset]", "skip", {"type": "integer", "minimum": 0})]
 
 
 _NO_NUL = "^[^\\x00]*$"
@@ -329,6 +336,61 @@ def _client_group_paths() -> dict[str, Any]:
     }
 
 
+_OPERATOR = ("401", "421", "503")  # no or a wrong operator key; the Host rules; the database
+_QUOTAS = {"type": "object", "additionalProperties": False, "properties": {
+    kind: {"type": "integer", "minimum": 0, "maximum": 1_000_000, "nullable": True}
+    for kind in ("clients", "credentials", "users", "tunnels", "commands")}}
+_TENANT_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"}
+
+
+def _operator_op(op_id: str, summary: str, ok: str = "200", errors: tuple[str, ...] = (),
+                 **kwargs: Any) -> dict[str, Any]:
+    operation = _op(op_id, summary, ok, errors=(*errors, *_OPERATOR), **kwargs)
+    operation["security"] = [{"operator": []}]
+    operation["tags"] = ["operator"]
+    return operation
+
+
+def _tenant_paths() -> dict[str, Any]:
+    name = _path("name", "^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
+    new = {"type": "object", "required": ["name"], "properties": {
+        "name": _TENANT_NAME, "quotas": _QUOTAS}}
+    first_admin = {"type": "object", "required": ["name", "username", "password"],
+                   "properties": {"name": _TENANT_NAME,
+                                  "username": {"type": "string", "pattern": (
+                                      "^[^:\\u0000-\\u0020\\u007f]"
+                                      "([^:]{0,148}[^:\\u0000-\\u0020\\u007f])?$")},
+                                  "password": {"type": "string", "minLength": 8,
+                                               "maxLength": 128},
+                                  "quotas": _QUOTAS}}
+    patch = {"type": "object", "additionalProperties": False, "properties": {
+        "quotas": _QUOTAS, "status": {"type": "string", "enum": ["active", "suspended"]}}}
+    force = _query("force", "true: disconnect the tenant's clients first",
+                   {"type": "string", "enum": ["true", "false", "1", "0"]})
+    return {
+        "/api/v1/tenants": {
+            "get": _operator_op("listTenants", "Every tenant, with usage against quotas"),
+            "post": _operator_op("createTenant", "Record a tenant (with quotas)", ok="201",
+                                 errors=("405", "409"), body=_json(new)),
+        },
+        "/api/v1/tenants/install": {"post": _operator_op(
+            "installTenant", "A tenant and its first admin (group Administrators), at once",
+            ok="201", errors=("405", "409"), body=_json(first_admin))},
+        "/api/v1/tenants/{name}": {
+            "get": _operator_op("getTenant", "One tenant with its usage", params=[name],
+                                errors=("404",)),
+            "patch": _operator_op("patchTenant", "Change quotas (null: unlimited)",
+                                  params=[name], errors=("404", "405"), body=_json(patch)),
+            "delete": _operator_op("deleteTenant", "Remove every trace of a tenant",
+                                   params=[name, force],
+                                   errors=("400", "404", "405", "409")),
+        },
+        "/api/v1/operator/status": {"get": _operator_op(
+            "operatorStatus", "Totals over all tenants, orphaned clients")},
+        "/metrics": {"get": _operator_op("metrics", "Per-tenant gauges, Prometheus text")},
+    }
+
+
 def openapi_spec() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -339,7 +401,9 @@ def openapi_spec() -> dict[str, Any]:
                                 "answer within [database] db_timeout."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
-                                "basic": {"type": "http", "scheme": "basic"}},
+                                "basic": {"type": "http", "scheme": "basic"},
+                                "operator": {"type": "http", "scheme": "bearer",
+                                             "description": "[api] operator_key"}},
             "schemas": {"Errors": {"type": "object", "required": ["errors"], "properties": {
                 "errors": {"type": "array", "items": {
                     "type": "object", "required": ["code", "title", "detail"], "properties": {
@@ -363,6 +427,7 @@ def openapi_spec() -> dict[str, Any]:
             **_auditlog_paths(),
             **_command_paths(),
             **_client_group_paths(),
+            **_tenant_paths(),
         },
     }
 

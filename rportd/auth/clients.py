@@ -11,12 +11,14 @@ exactly in Python after the SQL, whatever the table's collation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
 from ..errors import DatabaseUnavailable, MethodNotAllowed, StoreError
 from ..store import Store
+from ..store.base import Transaction
 from ..tenancy import Scope, exact_equals, normalize_tenant, same_identity
 from .gate import LoginGate, LoginRefused
 from .passwords import PasswordPool, PoolBusy, is_bcrypt
@@ -24,6 +26,7 @@ from .throttle import ThrottlePolicy
 from .watched_file import WatchedJsonFile
 
 log = logging.getLogger("rportd.auth")
+Guard = Callable[[Transaction], Awaitable[None]]
 
 __all__ = ["ClientCredential", "ClientAuth", "SingleClientAuth", "FileClientAuth",
            "TableClientAuth", "client_auth_from_config", "agent_gate"]
@@ -54,8 +57,10 @@ class ClientAuth:
         """Credential ids the scope may see (sources without tenants: only an unscoped caller)."""
         return []
 
-    async def create(self, auth_id: str, stored_password: str, tenant: str) -> bool:
-        """False when the id exists already."""
+    async def create(self, auth_id: str, stored_password: str, tenant: str,
+                     guard: Guard | None = None) -> bool:
+        """False when the id exists already. `guard` runs first inside the inserting
+        transaction (a quota check) and may raise."""
         raise MethodNotAllowed("client credentials are read-only with this auth source",
                                code="ERR_CODE_CLIENT_AUTH_RO")
 
@@ -64,16 +69,19 @@ class ClientAuth:
         raise MethodNotAllowed("client credentials are read-only with this auth source",
                                code="ERR_CODE_CLIENT_AUTH_RO")
 
-    async def authenticate(self, auth_id: str, password: str,
-                           address: str) -> ClientCredential | None:
+    async def authenticate(self, auth_id: str, password: str, address: str,
+                           tenant: str | None = None) -> ClientCredential | None:
         """The credential when the password matches; None when it does not, the id is unknown
-        (after a dummy check of the same cost), or the throttle refuses `address`."""
+        (after a dummy check of the same cost), or the throttle refuses `address`. With
+        `tenant` (the Host's subdomain), another tenant's credential counts as unknown."""
         wait = self.gate.throttle.retry_after(auth_id, address)
         if wait > 0:  # banned: not even a database lookup
             log.debug("agent login for %r from %s refused: banned for %.0fs", auth_id, address,
                       wait)
             return None
         found = await self._lookup(auth_id)
+        if found is not None and tenant is not None and found[1] != tenant:
+            found = None
         try:
             ok = await self.gate.check(auth_id, address, password,
                                        found[0] if found else None)
@@ -163,15 +171,19 @@ class TableClientAuth(ClientAuth):
         rows = await self._store.fetchall(self._select_all)
         return sorted(str(row[0]) for row in rows if self._visible(scope, row[1]))
 
-    async def create(self, auth_id: str, stored_password: str, tenant: str) -> bool:
+    async def create(self, auth_id: str, stored_password: str, tenant: str,
+                     guard: Guard | None = None) -> bool:
         columns, values = f"{self._q_id}, {self._quote('password')}", [auth_id, stored_password]
         if self._multi_tenancy:
             columns += f", {self._q_tenant}"
             values.append(tenant)
         marks = ", ".join("?" for _ in values)
         try:
-            await self._store.execute(f"INSERT INTO {self._q_table} ({columns}) VALUES ({marks})",
-                                      values)
+            async with self._store.transaction() as tx:
+                if guard is not None:
+                    await guard(tx)
+                await tx.execute(f"INSERT INTO {self._q_table} ({columns}) VALUES ({marks})",
+                                 values)
         except DatabaseUnavailable:
             raise  # asking again whether the id exists would wait out a second deadline
         except StoreError:

@@ -42,13 +42,18 @@ class UserSource:
         """Every user, for read-only sources' GET /users (tables list through user_admin)."""
         return []
 
-    async def authenticate(self, username: str, password: str, address: str) -> User | None:
+    async def authenticate(self, username: str, password: str, address: str,
+                           tenant: str | None = None) -> User | None:
         """The user when the password matches; None when not or unknown (after a dummy check
-        of the same cost). Raises LoginRefused (429) or PoolBusy (503) without checking."""
+        of the same cost). With `tenant` (the request's subdomain), a user of any other tenant
+        is unknown: the same dummy check, the same answer as a wrong password. Raises
+        LoginRefused (429) or PoolBusy (503) without checking."""
         wait = self.gate.throttle.retry_after(username, address)
         if wait > 0:  # refused before any database lookup
             raise LoginRefused(wait)
         user = await self.get(username)
+        if user is not None and tenant is not None and user.tenant != tenant:
+            user = None
         ok = await self.gate.check(username, address, password,
                                    user.password if user else None)
         return user if ok else None
