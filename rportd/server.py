@@ -128,9 +128,9 @@ class Runtime:
         self.users = users_from_config(config, store)
         self._jwt_secret = (load_or_create_secret(api.jwt_secret, server.data_dir)
                             if api.address else b"")
-        self.jobs = JobService(store, server)
         self.tenants = TenantTables(config, store)
         self.quotas = QuotaService(config, store, self.tenants)
+        self.jobs = JobService(store, server, self.quotas)
         self.agents = AgentServices(config, self.registry, client_auth_from_config(config, store),
                                     PortPool(server.used_ports, server.excluded_ports),
                                     jobs=self.jobs, quotas=self.quotas)

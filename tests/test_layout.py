@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "tenant_admin": {"errors", "registry", "store", "tenancy", "tenants"},
     "bootstrap": {"auth", "config", "store"},
     "client_groups": {"errors", "registry", "store", "tenancy"},
-    "jobs": {"config", "errors", "registry", "store", "tenancy"},
+    "jobs": {"config", "errors", "quotas", "registry", "store", "tenancy"},
     "agent_port": {"auth", "config", "jobs", "quotas", "registry", "store", "tenancy", "tenants",
                    "tunnel_spec", "wire"},
     "api": {"audit", "auth", "client_groups", "config", "jobs", "quotas", "registry", "store",

@@ -400,6 +400,32 @@ def test_tunnel_quota(site: Site) -> None:
     assert 'rportd_orphaned_clients{state="connected"} 1' in text
 
 
+def test_commands_and_users_quotas(site: Site) -> None:
+    beta_users = len(site.user("GET", "/api/v1/users", "ben", "beta").json()["data"])
+    assert site.op("PATCH", "/api/v1/tenants/beta",
+                   {"quotas": {"commands": 1, "users": beta_users}}).status == 200
+    command = {"command": "/usr/bin/sleep 2", "timeout_sec": 10}
+    first = site.user("POST", "/api/v1/clients/db1/commands", "ben", "beta", command)
+    assert first.status == 200, first.body
+    try:
+        over = site.user("POST", "/api/v1/clients/db1/commands", "ben", "beta", command)
+        assert (over.status, over.error_code) == (403, "ERR_CODE_QUOTA_EXCEEDED")
+        usage = site.op("GET", "/api/v1/tenants/beta").json()["data"]["quota_usage"]
+        assert usage["commands"] == {"used": 1, "quota": 1}
+        jid = first.json()["data"]["jid"]
+        wait_for(lambda: site.user("GET", f"/api/v1/clients/db1/commands/{jid}", "ben", "beta")
+                 .json()["data"]["status"] != "running", what="the first command ending")
+        again = site.user("POST", "/api/v1/clients/db1/commands", "ben", "beta",
+                          {"command": "/usr/bin/true"})
+        assert again.status == 200, again.body  # room again
+        user = site.user("POST", "/api/v1/users", "ben", "beta",
+                         {"username": "bea", "password": "bea-password-1"})
+        assert (user.status, user.error_code) == (403, "ERR_CODE_QUOTA_EXCEEDED")
+    finally:
+        assert site.op("PATCH", "/api/v1/tenants/beta",
+                       {"quotas": {"commands": None, "users": None}}).status == 200
+
+
 def test_a_suspended_tenant_is_refused_until_active_again(site: Site) -> None:
     suspended = site.op("PATCH", "/api/v1/tenants/beta", {"status": "suspended"})
     assert suspended.status == 200 and suspended.json()["data"]["status"] == "suspended"

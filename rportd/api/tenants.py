@@ -77,16 +77,16 @@ class _Usage:
     """Per-tenant counts, gathered once per request."""
 
     def __init__(self, counts: dict[str, tuple[int, int, int]], credentials: dict[str, int],
-                 users: dict[str, int], quotas: QuotaService):
+                 users: dict[str, int], running: Callable[[str], int]):
         self._counts, self._credentials, self._users = counts, credentials, users
-        self._quotas = quotas
+        self._running = running
 
     def of(self, tenant: str) -> dict[str, int]:
         connected, disconnected, tunnels = self._counts.get(tenant, (0, 0, 0))
         return {"clients_connected": connected, "clients_disconnected": disconnected,
                 "credentials": self._credentials.get(tenant, 0),
                 "users": self._users.get(tenant, 0), "tunnels": tunnels,
-                "commands": self._quotas.held(tenant, "commands")}
+                "commands": self._running(tenant)}
 
     @property
     def orphaned(self) -> tuple[int, int]:
@@ -103,7 +103,12 @@ async def _usage(request: web.Request) -> _Usage:
 
     return _Usage(request.app[CONTEXT].registry.tenant_counts(),
                   await by_tenant(config.server.auth_table),
-                  await by_tenant(config.api.auth_user_table), services.quotas)
+                  await by_tenant(config.api.auth_user_table), _running_commands(request))
+
+
+def _running_commands(request: web.Request) -> Callable[[str], int]:
+    jobs = request.app[CONTEXT].jobs
+    return jobs.running if jobs is not None else (lambda tenant: 0)
 
 
 def _tenant_json(tenant: Tenant, usage: _Usage) -> dict[str, Any]:

@@ -20,10 +20,12 @@ from ..auth.passwords import check_new_password, hash_password
 from ..auth.permissions import Grants
 from ..auth.user_admin import UserAdmin, UserRecord
 from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
+from ..store.base import Transaction
 from ..tenancy import Scope, same_identity, tenant_tag
 from .auth import AUTHENTICATOR, CALLER
 from .authorize import GRANTS, held
 from .bodies import json_object
+from .tenants import TENANT_SERVICES
 
 __all__ = ["USER_ADMIN", "list_users", "create_user", "update_user", "delete_user",
            "check_groups", "GROUP_NAME", "stored_username"]
@@ -113,8 +115,13 @@ async def create_user(request: web.Request) -> web.Response:
     password, groups = _password(body.get("password")), _groups(body.get("groups", []))
     stored = stored_username(name, caller.scope)
     await check_groups(request, groups)
-    tenant = caller.scope.tenant or ""
-    if not await admin.create(stored, await _hash(request, password), tenant, groups):
+    tenant, quotas = caller.scope.tenant or "", request.app[TENANT_SERVICES].quotas
+
+    async def within_quota(tx: Transaction) -> None:
+        await quotas.check_rows(tx, tenant, "users")
+
+    if not await admin.create(stored, await _hash(request, password), tenant, groups,
+                              within_quota):
         raise Conflict(f"user {stored!r} already exists", code="ERR_CODE_ALREADY_EXIST")
     return web.json_response({"data": {"username": stored, "groups": list(groups)}},
                              status=201)

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import DatabaseUnavailable, StoreError
 from ..store import Store
 from ..tenancy import Scope, exact_equals, normalize_tenant, same_identity
+from .clients import Guard
 
 __all__ = ["UserRecord", "UserAdmin", "GrantAdmin"]
 
@@ -86,10 +87,13 @@ class UserAdmin:
         return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values
 
     async def create(self, username: str, stored_password: str, tenant: str,
-                     groups: tuple[str, ...]) -> bool:
-        """False when the username exists (in the caller's namespace: see api/users.py)."""
+                     groups: tuple[str, ...], guard: Guard | None = None) -> bool:
+        """False when the username exists (in the caller's namespace: see api/users.py).
+        `guard` runs first inside the inserting transaction (the tenant's users quota)."""
         try:
             async with self._store.transaction() as tx:
+                if guard is not None:
+                    await guard(tx)
                 sql, values = self._insert(self._users, [self._u, self._store.quote("password")],
                                            [username, stored_password], tenant)
                 await tx.execute(sql, values)

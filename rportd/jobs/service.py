@@ -15,11 +15,13 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..config import ServerConfig
 from ..errors import BadRequest, Conflict, RportdError, StoreError
+from ..quotas import QuotaService
 from ..registry import ClientRecord, ClientSession
 from ..store import Store
 from .model import (
@@ -70,8 +72,9 @@ class _Pending:
 class JobService:
     """The one owner of running jobs."""
 
-    def __init__(self, store: Store, server: ServerConfig):
+    def __init__(self, store: Store, server: ServerConfig, quotas: QuotaService | None = None):
         self.store = JobStore(store)
+        self._quotas = quotas
         self._grace = server.cmd_result_grace
         self._keep = server.jobs_max_results
         self._output_limit = server.max_job_output_bytes
@@ -81,6 +84,7 @@ class JobService:
         self._stopping = False
         self._running: dict[int, int] = {}  # id(session) -> its pending jobs
         self._multi_running: dict[str, int] = {}  # tenant -> multi-client jobs in progress
+        self._multi_places: dict[str, int] = {}  # tenant -> commands its multi-jobs may run at once
 
     # ------------------------------------------------------------------ life cycle
     async def recover(self) -> int:
@@ -119,6 +123,21 @@ class JobService:
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ starting jobs
+    def running(self, tenant: str) -> int:
+        """The tenant's commands running now, as its `commands` quota counts them: its jobs on
+        one client, and the places its multi-client jobs in progress hold (all their clients
+        when they run at once, one when they run in turn)."""
+        alone = sum(1 for p in self._pending.values()
+                    if p.tenant == tenant and not p.job.get("multi_job_id"))
+        return alone + self._multi_places.get(tenant, 0)
+
+    def _commands_quota(self, tenant: str, places: int) -> AbstractAsyncContextManager[None]:
+        """Holds `places` of the tenant's `commands` quota while a start is decided (403
+        ERR_CODE_QUOTA_EXCEEDED over it); once started, `running` counts them."""
+        if self._quotas is None:
+            return nullcontext()
+        return self._quotas.hold(tenant, "commands", lambda: self.running(tenant), n=places)
+
     def check_runnable(self, records: list[ClientRecord], spec: JobSpec) -> None:
         """Before anything starts: every target connected, and able to run a script if it is
         one. BadRequest naming the first that is not (ids are the caller's own clients)."""
@@ -136,7 +155,8 @@ class JobService:
         """One job; raises the agent's refusal (CommandRefused), NoAnswer or BadRequest, in
         which case nothing is kept (as rport)."""
         self.check_runnable([record], spec)
-        pending = await self._start(record, spec, created_by, None, listener)
+        async with self._commands_quota(record.tenant, 1):
+            pending = await self._start(record, spec, created_by, None, listener)
         return pending.job
 
     async def start_multi(self, tenant: str, records: list[ClientRecord], spec: JobSpec,
@@ -149,8 +169,11 @@ class JobService:
             raise Conflict(f"{MAX_MULTI_PER_TENANT} multi-client jobs are still running; wait "
                            "for one to end", code="ERR_CODE_TOO_MANY_JOBS")
         multi = new_multi_job(spec, targets[0], targets[1], created_by, concurrent, abort_on_err)
-        await self.store.insert_multi_job(tenant, multi)
-        self._multi_running[tenant] = self._multi_running.get(tenant, 0) + 1
+        places = _places(multi, records)
+        async with self._commands_quota(tenant, places):
+            await self.store.insert_multi_job(tenant, multi)
+            self._multi_running[tenant] = self._multi_running.get(tenant, 0) + 1
+            self._multi_places[tenant] = self._multi_places.get(tenant, 0) + places
         self._spawn(self._run_multi(tenant, multi, records, spec, listener))
         return multi
 
@@ -167,9 +190,8 @@ class JobService:
                         break
             await self._prune(self.store.prune_multi_jobs(tenant, self._keep))
         finally:
-            left = self._multi_running.pop(tenant, 1) - 1
-            if left > 0:
-                self._multi_running[tenant] = left
+            _release(self._multi_running, tenant, 1)
+            _release(self._multi_places, tenant, _places(multi, records))
             if listener is not None:
                 listener.all_done()
 
@@ -360,3 +382,14 @@ class JobService:
         pending.streamed += len(text.encode("utf-8"))
         with contextlib.suppress(Exception):
             pending.listener.output(jid, stream, text)
+
+
+def _places(multi: Job, records: list[ClientRecord]) -> int:
+    """The commands a multi-client job runs at once."""
+    return max(1, len(records)) if multi["concurrent"] else 1
+
+
+def _release(counts: dict[str, int], tenant: str, n: int) -> None:
+    left = counts.pop(tenant, n) - n
+    if left > 0:
+        counts[tenant] = left
