@@ -175,6 +175,25 @@ def test_install_two_tenants_and_connect_their_agents(site: Site) -> None:
     assert (status["orphaned_clients_connected"], status["clients_connected"]) == (1, 3)
 
 
+def test_the_operators_writes_are_audited_in_no_tenants_log(site: Site) -> None:
+    def operator_entries() -> list[dict[str, Any]]:
+        answer = site.op("GET", "/api/v1/operator/auditlog?filter[username]=operator")
+        assert answer.status == 200, answer.body
+        return list(answer.json()["data"])
+
+    wait_for(lambda: any(e["action"] == "POST /api/v1/tenants/install" and e["tenant"] == ""
+                         for e in operator_entries()), what="the operator's install audited")
+    dump = json.dumps(operator_entries())
+    assert all(secret not in dump for secret in (PASSWORDS["ann"], PASSWORDS["ben"], KEY))
+    mine = site.user("GET", "/api/v1/auditlog?filter[username]=operator", "ann", "acme")
+    assert mine.status == 200 and mine.json()["data"] == []
+    on_subdomain = site.user("GET", "/api/v1/operator/auditlog", "ann", "acme")
+    assert on_subdomain.status == 421  # operator routes live on the bare domain only
+    as_user = http(site.rportd.api_port, "GET", "/api/v1/operator/auditlog",
+                   basic=("ann", PASSWORDS["ann"]), headers={"Host": DOMAIN})
+    assert (as_user.status, as_user.error_code) == (401, "ERR_CODE_OPERATOR_KEY_REQUIRED")
+
+
 def test_install_refuses_taken_names_and_bad_input(site: Site) -> None:
     again = install(site, "acme", "ann")
     assert (again.status, again.error_code) == (409, "ERR_CODE_TENANT_EXISTS")

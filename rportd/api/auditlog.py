@@ -22,6 +22,7 @@ from ..audit import FILTERS, AuditEntry, AuditLog, AuditQuery
 from ..errors import BadRequest, RportdError
 from ..tenancy import Scope
 from .auth import CALLER
+from .operator import OPERATOR
 
 __all__ = ["AUDIT", "ACTOR", "audit_middleware", "list_auditlog", "list_all_auditlog",
            "audit_listing", "MAX_PAGE"]
@@ -118,6 +119,8 @@ def _who(request: web.Request) -> tuple[str, str] | None:
     caller = request.get(CALLER)
     if caller is not None:
         return caller.scope.tenant or "", caller.user.username
+    if request.get(OPERATOR):  # the operator's writes: in no tenant's log, in the operator's
+        return "", "operator"
     return request.get(ACTOR)  # None: a stranger's attempts are nobody's history
 
 
