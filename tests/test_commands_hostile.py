@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from .api_world import World, build_world
-from .test_commands import WireAgent, finished_job, run, start_agent
+from .test_commands import WireAgent, error, finished_job, post, run, start_agent
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         start_agent(built, "cj", "ours").wait_connected()
         wire += [WireAgent(built, "cj", "flood", "flood"), WireAgent(built, "cj", "nested",
                                                                        "nested")]
+        built.wire = wire  # type: ignore[attr-defined]
         yield built
     finally:
         for agent in wire:
@@ -49,3 +50,20 @@ def test_a_cmd_result_flood_before_the_run_cmd_answer_is_not_kept(world: World) 
     assert job["status"] == "successful" and job["result"]["stdout"].startswith("xxx")
     growth = peak_rss_kib(world.rportd.proc.pid) - before
     assert growth < 40 * 1024, f"rportd's peak memory grew {growth} KiB"
+
+
+def test_json_nested_too_deep_is_refused_and_leaves_no_job_running(world: World) -> None:
+    answer = post(world, "/api/v1/clients/nested/commands", {"command": "/usr/bin/printf x"})
+    assert error(answer) == (409, "ERR_CODE_COMMAND_REFUSED",
+                             "the client sent an unreadable answer to the command request")
+    assert world.sql("SELECT status FROM jobs WHERE client_id = ?", ("nested",)) == []
+    nested = next(w for w in world.wire if w.mode == "nested")  # type: ignore[attr-defined]
+    nested.send("deepstream")
+    nested.wait_output("deepstream refused")
+    tunnel = world.request("PUT", "/api/v1/clients/nested/tunnels?remote=127.0.0.1:22", "alice")
+    assert error(tunnel) == (400, "ERR_CODE_REMOTE_PORT_CLOSED", "remote 127.0.0.1:22 is not "
+                             "reachable from the client: the client sent an unreadable port "
+                             "check reply")
+    client = world.request("GET", "/api/v1/clients/nested", "alice").json()["data"]
+    assert client["connection_state"] == "connected"
+    assert "Traceback" not in world.rportd.log_text()

@@ -5,10 +5,12 @@ It registers with the 2021 client's exact request keys (no ClientConfiguration, 
 not send it scripts) and runs commands with the real CommandRunner. MODE `runs` reports results;
 `silent` answers run_cmd but its results never leave (a client whose report is lost); `flood`
 sends FLOOD large cmd_results for each job before it answers its run_cmd; `nested` answers
-run_cmd with JSON nested too deep for Python's parser, and its cmd_results too. Lines on
+run_cmd and check_port with JSON nested too deep for Python's parser, and its cmd_results
+too. Lines on
 stdin drive what a hostile or confused agent might send:
 `result JID` (a cmd_result for JID), `stream JID` (open a stdout channel for JID; prints
-`stream accepted` or `stream refused`), `session` (open a plain session channel).
+`stream accepted` or `stream refused`), `deepstream` (a stdout channel whose extra data is
+JSON nested too deep), `session` (open a plain session channel).
 Prints `registered` once connected.
 """
 
@@ -72,6 +74,8 @@ async def _command(conn: asyncssh.SSHClientConnection, line: str) -> None:
     elif verb == "stream":
         print(f"stream {await _open(conn, b'stdout', json.dumps({'jid': jid}).encode())}",
               flush=True)
+    elif verb == "deepstream":  # a stdout channel whose Job JSON is nested too deep
+        print(f"deepstream {await _open(conn, b'stdout', NESTED)}", flush=True)
     elif verb == "session":
         print(f"session {await _open(conn, b'session', b'')}", flush=True)
 
@@ -106,6 +110,9 @@ async def main(server: str, auth: str, client_id: str, mode: str) -> None:
     conn.runner = StreamingRunner(conn, send)  # type: ignore[attr-defined]
     if mode in ("flood", "nested"):
         conn._on_run_cmd = _hostile_run_cmd(conn, mode)  # type: ignore[method-assign]
+    if mode == "nested":
+        conn._on_check_port = (  # type: ignore[method-assign]
+            lambda payload: reply_global(conn, True, NESTED))
     await register(conn, request(client_id))
     print("registered", flush=True)
     loop = asyncio.get_running_loop()

@@ -53,7 +53,7 @@ async def run_cmd(conn: SSHServerConnection, job: dict[str, Any],
         raise CommandRefused(text)
     try:
         answer = json.loads(reply)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         answer = None
     if not isinstance(answer, dict):
         raise CommandRefused("the client sent an unreadable answer to the command request")
@@ -65,7 +65,7 @@ def runs_scripts(payload: bytes) -> bool:
     `is_script` (called once the request has been checked)."""
     try:
         request = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     if not isinstance(request, dict):
         return False
@@ -103,7 +103,7 @@ def open_stream(conn: SSHServerConnection, jobs: JobService | None, session: Any
 def _jid_of(extra: bytes) -> str | None:
     try:
         job = json.loads(extra)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     jid = job.get("jid") if isinstance(job, dict) else None
     return jid if isinstance(jid, str) else None

@@ -304,7 +304,7 @@ class JobService:
         try:
             report = json.loads(payload)
             jid = report.get("jid") if isinstance(report, dict) else None
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deep for Python's parser
             report, jid = None, None
         pending = self._pending.get(jid) if isinstance(jid, str) else None
         if pending is None or pending.session is not session:
