@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .api_world import World, build_world
+from .api_world import CREDENTIALS, World, build_world
+from .processes import wait_for
 from .test_commands import WireAgent, error, finished_job, post, run, start_agent
 
 
@@ -30,6 +31,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for agent in wire:
             agent.stop()
         built.stop()
+
+
+SECRET = "S3cret-Leak-Pw-9"  # a credential's password, created through the API
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -67,3 +71,15 @@ def test_json_nested_too_deep_is_refused_and_leaves_no_job_running(world: World)
     client = world.request("GET", "/api/v1/clients/nested", "alice").json()["data"]
     assert client["connection_state"] == "connected"
     assert "Traceback" not in world.rportd.log_text()
+
+
+def test_no_secret_in_a_debug_log(world: World) -> None:
+    created = post(world, "/api/v1/clients-auth", {"id": "leak-check", "password": SECRET})
+    assert created.status == 201, created.body
+    stored = world.sql("SELECT password FROM clients_auth WHERE id LIKE ?", ("%leak-check",))
+    jid = run(world, "ours", "/usr/bin/printf result-%s-7f3 text", timeout_sec=5)
+    assert finished_job(world, "ours", jid)["result"]["stdout"] == "result-text-7f3"
+    wait_for(lambda: "DEBUG" in world.rportd.log_text(), what="debug lines in the log")
+    log = world.rportd.log_text()
+    for secret in (SECRET, str(stored[0][0]), CREDENTIALS["cj"][0], "result-text-7f3"):
+        assert secret not in log, secret
