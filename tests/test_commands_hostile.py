@@ -1,17 +1,30 @@
 """Remote commands against a hostile agent and at debug log level, with a real rportd (SQLite),
 real 2021-wire agents (tests/wire_agent.py) and our `rport`: a cmd_result flood while run_cmd
 is unanswered, JSON nested too deep for Python's parser, run_cmd requests that race on our
-agent, and no secret in a debug log."""
+agent, a script part for a client that came back as an older generation, and no secret in a
+debug log."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from .api_world import CREDENTIALS, World, build_world
 from .processes import wait_for
-from .test_commands import WireAgent, error, finished_job, post, run, start_agent
+from .test_commands import (
+    SCRIPTS_ON,
+    WireAgent,
+    error,
+    finished_job,
+    finished_multi,
+    post,
+    run,
+    start_agent,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +35,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                                           "server": {"cmd_result_grace": "1s"}})
     wire: list[WireAgent] = []
     try:
-        start_agent(built, "cj", "ours").wait_connected()
+        start_agent(built, "cj", "ours", SCRIPTS_ON).wait_connected()
         wire += [WireAgent(built, "cj", "flood", "flood"), WireAgent(built, "cj", "nested",
                                                                        "nested")]
         built.wire = wire  # type: ignore[attr-defined]
@@ -73,6 +86,22 @@ def test_json_nested_too_deep_is_refused_and_leaves_no_job_running(world: World)
     assert "Traceback" not in world.rportd.log_text()
 
 
+def test_our_agent_runs_one_command_at_a_time_even_when_requests_race(world: World) -> None:
+    def start(_: int) -> tuple[int, str]:
+        answer = post(world, "/api/v1/clients/ours/commands",
+                      {"command": "/usr/bin/sleep 1", "timeout_sec": 10})
+        return answer.status, answer.body.decode()
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(start, range(4)))
+    started = [body for status, body in answers if status == 200]
+    refused = [body for status, body in answers if status == 409]
+    assert len(started) == 1 and len(refused) == 3, answers
+    assert all("a previous command execution with PID" in body for body in refused)
+    jid = json.loads(started[0])["data"]["jid"]
+    assert finished_job(world, "ours", jid)["status"] == "successful"
+
+
 def test_no_secret_in_a_debug_log(world: World) -> None:
     created = post(world, "/api/v1/clients-auth", {"id": "leak-check", "password": SECRET})
     assert created.status == 201, created.body
@@ -83,3 +112,28 @@ def test_no_secret_in_a_debug_log(world: World) -> None:
     log = world.rportd.log_text()
     for secret in (SECRET, str(stored[0][0]), CREDENTIALS["cj"][0], "result-text-7f3"):
         assert secret not in log, secret
+
+
+def test_a_script_part_is_not_sent_to_a_client_that_came_back_as_an_older_generation(
+        world: World) -> None:
+    """In turn: while the first client runs the script, the second reconnects under the same
+    id as a 2021 client (which would run a script's text as a command line)."""
+    turncoat = start_agent(world, "cj", "turncoat", SCRIPTS_ON)
+    turncoat.wait_connected()
+    script = base64.b64encode(b"sleep 4\necho done\n").decode()
+    answer = post(world, "/api/v1/scripts", {"client_ids": ["ours", "turncoat"],
+                                             "script": script, "abort_on_error": False})
+    assert answer.status == 200, answer.body
+    turncoat.stop()
+    wait_for(lambda: world.request("GET", "/api/v1/clients/turncoat", "alice").json()["data"][
+        "connection_state"] == "disconnected", what="turncoat disconnected")
+    old = WireAgent(world, "cj", "turncoat", "runs")
+    try:
+        multi = finished_multi(world, answer.json()["data"]["jid"], 2)
+    finally:
+        old.stop()
+    first, second = multi["jobs"]
+    assert (first["client_id"], first["status"]) == ("ours", "successful")
+    assert (second["client_id"], second["status"]) == ("turncoat", "failed")
+    assert second["error"].startswith("client 'turncoat' cannot run scripts: its rport version "
+                                      "(0.0.0-src) only runs commands"), second["error"]

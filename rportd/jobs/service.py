@@ -147,9 +147,7 @@ class JobService:
                 raise BadRequest(f"client {record.id!r} is not connected",
                                  code="ERR_CODE_CLIENT_NOT_CONNECTED")
             if spec.is_script and not record.session.supports_scripts():
-                raise BadRequest(f"client {record.id!r} cannot run scripts: its rport version "
-                                 f"({record.details.get('version') or 'unknown'}) only runs "
-                                 "commands", code="ERR_CODE_SCRIPTS_NOT_SUPPORTED")
+                raise _no_scripts(record)
 
     async def run_on_client(self, record: ClientRecord, spec: JobSpec, created_by: str,
                             listener: JobListener | None = None) -> Job:
@@ -220,6 +218,13 @@ class JobService:
                            asyncio.get_running_loop().create_future())
         if session is None:  # gone since the check: only a multi-client job gets here
             await self._fail_at_start(pending, "the client is not connected")
+            return pending
+        if spec.is_script and not session.supports_scripts():
+            # A part run in turn: the client reconnected as an older generation since the check.
+            if multi_jid is None:
+                raise _no_scripts(record)
+            pending.session = None
+            await self._fail_at_start(pending, _no_scripts(record).detail)
             return pending
         try:
             self._admit(pending, session)
@@ -387,6 +392,12 @@ class JobService:
         pending.streamed += len(text.encode("utf-8"))
         with contextlib.suppress(Exception):
             pending.listener.output(jid, stream, text)
+
+
+def _no_scripts(record: ClientRecord) -> BadRequest:
+    return BadRequest(f"client {record.id!r} cannot run scripts: its rport version "
+                      f"({record.details.get('version') or 'unknown'}) only runs commands",
+                      code="ERR_CODE_SCRIPTS_NOT_SUPPORTED")
 
 
 def _places(multi: Job, records: list[ClientRecord]) -> int:
