@@ -32,7 +32,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("commands-hostile")
     built = build_world(tmp, "sqlite", {"db_type": "sqlite", "db_name": str(tmp / "rportd.db")},
                         agents=(), extra={"logging": {"log_level": "debug"},
-                                          "server": {"cmd_result_grace": "1s"}})
+                                          "server": {"cmd_result_grace": "1s"},
+                                          "api": {"max_request_bytes": 2 << 20}})
     wire: list[WireAgent] = []
     try:
         start_agent(built, "cj", "ours", SCRIPTS_ON).wait_connected()
@@ -137,3 +138,19 @@ def test_a_script_part_is_not_sent_to_a_client_that_came_back_as_an_older_genera
     assert (second["client_id"], second["status"]) == ("turncoat", "failed")
     assert second["error"].startswith("client 'turncoat' cannot run scripts: its rport version "
                                       "(0.0.0-src) only runs commands"), second["error"]
+
+
+def test_a_job_larger_than_a_client_accepts_is_refused_before_it_is_sent(world: World) -> None:
+    """An SSH packet over 256 KiB makes the client (Go's x/crypto/ssh, and asyncssh) drop the
+    whole connection, tunnels included: such a run_cmd is never sent (reachable once an
+    operator raises [api] max_request_bytes for big scripts)."""
+    script = base64.b64encode(b"# " + b"x" * 300_000 + b"\necho big\n").decode()
+    answer = post(world, "/api/v1/clients/ours/scripts", {"script": script})
+    status, code, detail = error(answer)
+    assert (status, code) == (400, "ERR_CODE_JOB_TOO_LARGE"), detail
+    client = world.request("GET", "/api/v1/clients/ours", "alice").json()["data"]
+    assert client["connection_state"] == "connected"
+    assert world.sql("SELECT jid FROM jobs WHERE client_id = ? AND status = ?",
+                     ("ours", "running")) == []
+    jid = run(world, "ours", "/usr/bin/printf still-here", timeout_sec=5)
+    assert finished_job(world, "ours", jid)["result"]["stdout"] == "still-here"

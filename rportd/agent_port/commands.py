@@ -24,11 +24,14 @@ from ..errors import BadRequest
 from ..jobs import CommandRefused, JobService, NoAnswer
 from ..wire.asyncssh_internals import MAX_PACKET, WINDOW, send_global_request
 
-__all__ = ["run_cmd", "runs_scripts", "open_stream", "STREAM_TYPES"]
+__all__ = ["run_cmd", "runs_scripts", "open_stream", "STREAM_TYPES", "MAX_RUN_CMD_BYTES"]
 
 log = logging.getLogger("rportd.agent_port")
 
 STREAM_TYPES = ("stdout", "stderr")
+# An SSH packet over 256 KiB makes the client drop the whole connection (Go's x/crypto/ssh
+# maxPacket; asyncssh's default receive limit): a larger run_cmd is never sent.
+MAX_RUN_CMD_BYTES = 255 * 1024
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 
 
@@ -36,6 +39,9 @@ async def run_cmd(conn: SSHServerConnection, job: dict[str, Any],
                   timeout: float) -> dict[str, Any]:
     """Send the job; the agent's success reply. CommandRefused with its text, NoAnswer."""
     payload = json.dumps(job, separators=(",", ":")).encode()
+    if len(payload) > MAX_RUN_CMD_BYTES:
+        raise BadRequest(f"the job is {len(payload)} bytes as JSON; an rport client accepts at "
+                         f"most {MAX_RUN_CMD_BYTES}", code="ERR_CODE_JOB_TOO_LARGE")
     try:
         ok, reply = await asyncio.wait_for(send_global_request(conn, "run_cmd", payload),
                                            timeout)
