@@ -179,3 +179,11 @@ def test_a_proxy_refusal_is_reported_and_retried(tmp_path: Path, procs: list[obj
     assert agent.wait_exit() == 1
     assert agent.log_text().count("proxy: 407 Proxy Authentication Required") == 2
     assert proxy.refused == ["127.0.0.1:9", "127.0.0.1:9"]
+
+
+def test_a_proxy_that_is_not_http_is_refused_without_its_password() -> None:
+    result = _agent(["--auth", "a:b", "--allow-root", "--max-retry-count", "1", "--proxy",
+                     "socks5://puser:Pr0xy-S3cret@127.0.0.1:1080", "127.0.0.1:1"])
+    assert result.returncode == 1
+    assert result.stderr == ("rport: proxy 'socks5://127.0.0.1:1080' must be an HTTP CONNECT "
+                             "proxy, http://[user:password@]host:port (SOCKS is not supported)\n")

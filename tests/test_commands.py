@@ -33,6 +33,7 @@ class WireAgent:
 
     def __init__(self, world: World, auth_id: str, client_id: str, mode: str):
         self.log = world.rportd.tmp / f"wire-{client_id}.log"
+        self.mode = mode
         auth = f"{auth_id}:{CREDENTIALS[auth_id][0]}"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(

@@ -24,11 +24,14 @@ from ..errors import BadRequest
 from ..jobs import CommandRefused, JobService, NoAnswer
 from ..wire.asyncssh_internals import MAX_PACKET, WINDOW, send_global_request
 
-__all__ = ["run_cmd", "runs_scripts", "open_stream", "STREAM_TYPES"]
+__all__ = ["run_cmd", "runs_scripts", "open_stream", "STREAM_TYPES", "MAX_RUN_CMD_BYTES"]
 
 log = logging.getLogger("rportd.agent_port")
 
 STREAM_TYPES = ("stdout", "stderr")
+# An SSH packet over 256 KiB makes the client drop the whole connection (Go's x/crypto/ssh
+# maxPacket; asyncssh's default receive limit): a larger run_cmd is never sent.
+MAX_RUN_CMD_BYTES = 255 * 1024
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 
 
@@ -36,6 +39,9 @@ async def run_cmd(conn: SSHServerConnection, job: dict[str, Any],
                   timeout: float) -> dict[str, Any]:
     """Send the job; the agent's success reply. CommandRefused with its text, NoAnswer."""
     payload = json.dumps(job, separators=(",", ":")).encode()
+    if len(payload) > MAX_RUN_CMD_BYTES:
+        raise BadRequest(f"the job is {len(payload)} bytes as JSON; an rport client accepts at "
+                         f"most {MAX_RUN_CMD_BYTES}", code="ERR_CODE_JOB_TOO_LARGE")
     try:
         ok, reply = await asyncio.wait_for(send_global_request(conn, "run_cmd", payload),
                                            timeout)
@@ -53,7 +59,7 @@ async def run_cmd(conn: SSHServerConnection, job: dict[str, Any],
         raise CommandRefused(text)
     try:
         answer = json.loads(reply)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         answer = None
     if not isinstance(answer, dict):
         raise CommandRefused("the client sent an unreadable answer to the command request")
@@ -65,7 +71,7 @@ def runs_scripts(payload: bytes) -> bool:
     `is_script` (called once the request has been checked)."""
     try:
         request = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     if not isinstance(request, dict):
         return False
@@ -103,7 +109,7 @@ def open_stream(conn: SSHServerConnection, jobs: JobService | None, session: Any
 def _jid_of(extra: bytes) -> str | None:
     try:
         job = json.loads(extra)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     jid = job.get("jid") if isinstance(job, dict) else None
     return jid if isinstance(jid, str) else None

@@ -512,7 +512,7 @@ class AgentSession(asyncssh.SSHServer):
         try:
             answer = json.loads(reply)
             return bool(answer.get("Open")), str(answer.get("ErrMsg") or "")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # RecursionError: nested too deep
             return False, "the client sent an unreadable port check reply"
 
     async def open_tunnel(self, remote: Remote, *, check: bool) -> dict[str, Any]:

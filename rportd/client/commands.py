@@ -141,6 +141,7 @@ class CommandRunner:
                 raise ValueError("not a job")
         except ValueError as exc:
             raise CommandError(f"failed to decode requested job: {exc}") from None
+        _check_timeout(job.get("timeout_sec"))
         if self._running is not None:
             raise CommandError(f"a previous command execution with PID "
                                f"{self._running.process.pid} is still running")
@@ -236,6 +237,16 @@ def _with_overflow(error: str, out: _Capture, err: _Capture, limit: int) -> str:
             parts.append(f"overflow of {name} buffer: maximum send_back_limit of {limit} bytes "
                          "exceeded")
     return ", ".join(parts)
+
+
+def _check_timeout(value: Any) -> None:
+    """The Go client decodes timeout_sec into an int64: anything else is refused before a
+    process starts (a bad value would otherwise escape the watch with the process unbounded)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)
+                         and -(1 << 63) <= value < 1 << 63):
+        return
+    raise CommandError(f"failed to decode requested job: timeout_sec must be a whole number "
+                       f"of seconds, got {json.dumps(value)[:64]}")
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:

@@ -89,7 +89,8 @@ def parse_proxy(text: str) -> ProxyAddress:
     """`http://[user:password@]host[:port]` (port 80 by default, as the Go client's dialer)."""
     parts = urlsplit(text if "://" in text else "http://" + text)
     if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"proxy {text!r} must be an HTTP CONNECT proxy, "
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no password
+        raise ValueError(f"proxy {shown!r} must be an HTTP CONNECT proxy, "
                          "http://[user:password@]host:port (SOCKS is not supported)")
     return ProxyAddress(parts.hostname, parts.port or 80, unquote(parts.username or ""),
                         unquote(parts.password or ""))

@@ -67,6 +67,7 @@ class _Pending:
     timer: asyncio.TimerHandle | None = None
     streamed: int = 0
     streams: set[str] = field(default_factory=set)  # stdout/stderr channels opened
+    reported: bool = False  # a cmd_result was taken: it waits for the lock, later ones are not
 
 
 class JobService:
@@ -146,9 +147,7 @@ class JobService:
                 raise BadRequest(f"client {record.id!r} is not connected",
                                  code="ERR_CODE_CLIENT_NOT_CONNECTED")
             if spec.is_script and not record.session.supports_scripts():
-                raise BadRequest(f"client {record.id!r} cannot run scripts: its rport version "
-                                 f"({record.details.get('version') or 'unknown'}) only runs "
-                                 "commands", code="ERR_CODE_SCRIPTS_NOT_SUPPORTED")
+                raise _no_scripts(record)
 
     async def run_on_client(self, record: ClientRecord, spec: JobSpec, created_by: str,
                             listener: JobListener | None = None) -> Job:
@@ -219,6 +218,13 @@ class JobService:
                            asyncio.get_running_loop().create_future())
         if session is None:  # gone since the check: only a multi-client job gets here
             await self._fail_at_start(pending, "the client is not connected")
+            return pending
+        if spec.is_script and not session.supports_scripts():
+            # A part run in turn: the client reconnected as an older generation since the check.
+            if multi_jid is None:
+                raise _no_scripts(record)
+            pending.session = None
+            await self._fail_at_start(pending, _no_scripts(record).detail)
             return pending
         try:
             self._admit(pending, session)
@@ -303,7 +309,7 @@ class JobService:
         try:
             report = json.loads(payload)
             jid = report.get("jid") if isinstance(report, dict) else None
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deep for Python's parser
             report, jid = None, None
         pending = self._pending.get(jid) if isinstance(jid, str) else None
         if pending is None or pending.session is not session:
@@ -311,6 +317,10 @@ class JobService:
             log.warning("client %s: cmd_result for a job rportd did not start on this "
                         "connection ignored (jid %r, %d bytes)", client_id, shown, len(payload))
             return
+        if pending.reported:  # only the first counts; a flood must not queue on the job's lock
+            log.warning("client %s: a second cmd_result for job %s ignored", client_id, jid)
+            return
+        pending.reported = True
         assert isinstance(jid, str) and isinstance(report, dict)
         self._spawn(self._finish(jid, lambda job: merge_report(job, report, self._output_limit)))
 
@@ -382,6 +392,12 @@ class JobService:
         pending.streamed += len(text.encode("utf-8"))
         with contextlib.suppress(Exception):
             pending.listener.output(jid, stream, text)
+
+
+def _no_scripts(record: ClientRecord) -> BadRequest:
+    return BadRequest(f"client {record.id!r} cannot run scripts: its rport version "
+                      f"({record.details.get('version') or 'unknown'}) only runs commands",
+                      code="ERR_CODE_SCRIPTS_NOT_SUPPORTED")
 
 
 def _places(multi: Job, records: list[ClientRecord]) -> int:

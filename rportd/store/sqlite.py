@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -15,6 +16,10 @@ from ..errors import DatabaseUnavailable, StoreError
 from .base import Row, Store, Transaction
 
 __all__ = ["SQLiteStore"]
+
+# aiosqlite logs every statement with its parameters at debug (password hashes, API token
+# digests, command output): its logger never goes below info, whatever the operator's level.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 class _SQLiteTransaction(Transaction):
