@@ -22,15 +22,18 @@ from ..audit import FILTERS, AuditEntry, AuditLog, AuditQuery
 from ..errors import BadRequest, RportdError
 from ..tenancy import Scope
 from .auth import CALLER
+from .operator import OPERATOR
 
 __all__ = ["AUDIT", "ACTOR", "audit_middleware", "list_auditlog", "list_all_auditlog",
            "audit_listing", "MAX_PAGE"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
-# (tenant, name) of a caller that is not a tenant's user, e.g. ("", "operator"): whoever
-# authenticates such callers sets it, and their writes are audited like everyone's.
+# (tenant, name) of a caller that is not a tenant's user: whoever authenticates such callers
+# sets it, and their writes are audited like everyone's. The operator key (operator.py) is
+# ("", "operator"): in no tenant, so only GET /operator/auditlog shows it.
 ACTOR: web.RequestKey[tuple[str, str]] = web.RequestKey("audit_actor")
+OPERATOR_ACTOR = ("", "operator")
 MAX_PAGE = 1000
 _READS = ("GET", "HEAD", "OPTIONS")
 _SAFE_KEYS = ("id", "username", "name", "groups", "scopes", "permissions", "lifetime",
@@ -118,6 +121,8 @@ def _who(request: web.Request) -> tuple[str, str] | None:
     caller = request.get(CALLER)
     if caller is not None:
         return caller.scope.tenant or "", caller.user.username
+    if request.get(OPERATOR):
+        return OPERATOR_ACTOR
     return request.get(ACTOR)  # None: a stranger's attempts are nobody's history
 
 
