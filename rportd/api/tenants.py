@@ -218,8 +218,10 @@ async def delete_tenant(request: web.Request) -> web.Response:
     force = request.query.get("force", "false")
     if force not in ("true", "false", "1", "0"):
         raise BadRequest("force must be true or false")
+    jobs = request.app[CONTEXT].jobs
     removed = await remove_tenant(_services(request).tables, request.app[CONTEXT].registry,
-                                  tenant.name, force in ("true", "1"))
+                                  tenant.name, force in ("true", "1"),
+                                  jobs.forget_tenant if jobs is not None else None)
     _services(request).quotas.forget(tenant.name)
     return web.json_response({"data": {"name": tenant.name, "removed": removed}})
 
