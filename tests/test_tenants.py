@@ -431,6 +431,12 @@ def test_a_suspended_tenant_is_refused_until_active_again(site: Site) -> None:
     assert suspended.status == 200 and suspended.json()["data"]["status"] == "suspended"
     refused = site.user("GET", "/api/v1/clients", "ben", "beta")
     assert (refused.status, refused.error_code) == (403, "ERR_CODE_TENANT_SUSPENDED")
+    for login in (site.user("GET", "/api/v1/login", "ben", "beta"),  # no token while suspended
+                  http(site.rportd.api_port, "POST", "/api/v1/login", headers={
+                      "Host": f"beta.{DOMAIN}", "Content-Type": "application/json"},
+                      body=json.dumps({"username": "ben",
+                                       "password": PASSWORDS["ben"]}).encode())):
+        assert (login.status, login.error_code) == (403, "ERR_CODE_TENANT_SUSPENDED"), login.body
     db1 = next(a for a in site.agents if "db1" in a.args)
     db1.wait_log("the tenant is suspended")  # closed, and its reconnects told to retry
     assert site.user("GET", "/api/v1/clients", "ann", "acme").status == 200  # others unaffected

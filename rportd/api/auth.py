@@ -25,8 +25,8 @@ from ..errors import BadRequest, Unauthorized
 from ..tenancy import Scope
 from .operator import HOST_TENANT, OPERATOR
 
-__all__ = ["Caller", "Authenticator", "CALLER", "AUTHENTICATOR", "auth_middleware", "login_get",
-           "login_post", "login_delete"]
+__all__ = ["Caller", "Authenticator", "CALLER", "AUTHENTICATOR", "LOGIN_CHECK", "auth_middleware",
+           "login_get", "login_post", "login_delete"]
 
 log = logging.getLogger("rportd.api")
 
@@ -128,6 +128,10 @@ class Authenticator:
 
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+# What the middlewares after authentication would refuse a caller for (a suspended tenant),
+# asked by POST /login, which authenticates in its handler (app.py sets it).
+LOGIN_CHECK: web.AppKey[Callable[[web.Request, Caller], Awaitable[None]]] = \
+    web.AppKey("login_check")
 
 
 @web.middleware
@@ -187,6 +191,8 @@ async def login_post(request: web.Request) -> web.Response:
         raise BadRequest("username and password are required")
     caller = await request.app[AUTHENTICATOR].with_password(
         username, password, request.remote or "", request.get(HOST_TENANT))
+    if LOGIN_CHECK in request.app:
+        await request.app[LOGIN_CHECK](request, caller)
     lifetime = _lifetime(str(body.get("token-lifetime") or request.query.get("token-lifetime")
                              or ""))
     return _token_response(request, caller, lifetime)
