@@ -15,13 +15,14 @@ import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..auth.personal_tokens import PersonalToken, PersonalTokens, is_personal
 from ..auth.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, TokenClaims, TokenIssuer
 from ..auth.users import User, UserSource
-from ..errors import BadRequest, Unauthorized
+from ..errors import BadRequest, Forbidden, Unauthorized
 from ..tenancy import Scope
 from .operator import HOST_TENANT, OPERATOR
 
@@ -134,6 +135,25 @@ LOGIN_CHECK: web.AppKey[Callable[[web.Request, Caller], Awaitable[None]]] = \
     web.AppKey("login_check")
 
 
+def _cross_site(request: web.Request) -> bool:
+    """A browser page of another origin sent this (Origin names another host, or `null`)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # not a browser's cross-origin request (curl, rport's CLI, aiohttp)
+    return urlsplit(origin).netloc.lower() != request.headers.get("Host", "").strip().lower()
+
+
+def _refuse_ambient(request: web.Request, header: str) -> None:
+    """Basic credentials are the one kind a browser adds by itself (cached from its login
+    prompt) to another site's form POST or WebSocket handshake, which need no CORS preflight:
+    from another origin they are refused. Tokens are not ambient (the page must know them)."""
+    if header.partition(" ")[0].lower() == "basic" and _cross_site(request):
+        log.info("%s %s: basic credentials from another origin (%r) refused", request.method,
+                 request.path, request.headers.get("Origin", "")[:100])
+        raise Forbidden("basic credentials are not accepted from another site's page; use a "
+                        "bearer token", code="ERR_CODE_CROSS_SITE")
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if (not request.path.startswith("/api/") or (request.method, request.path) in _PUBLIC
@@ -145,6 +165,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         header = f"Bearer {token}" if token else ""
     if not header:
         raise Unauthorized("authentication required: HTTP basic auth or a bearer token")
+    _refuse_ambient(request, header)
     request[CALLER] = await request.app[AUTHENTICATOR].from_header(
         header, request.remote or "", request.get(HOST_TENANT))
     return await handler(request)
