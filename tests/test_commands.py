@@ -552,6 +552,8 @@ async def test_a_page_of_another_site_cannot_use_the_browsers_basic_credentials(
     assert b"csrf" not in world.request("GET", "/api/v1/commands", "alice").body
     same = {"Origin": f"http://127.0.0.1:{world.rportd.api_port}"}
     assert world.request("GET", "/api/v1/clients", "alice", headers=same).status == 200
+    proxied = {"Origin": "https://rport.example.com", "X-Forwarded-Host": "rport.example.com"}
+    assert world.request("GET", "/api/v1/clients", "alice", headers=proxied).status == 200
     token = world.token("alice")  # a bearer token is never ambient: the page must know it
     assert world.request("GET", "/api/v1/clients", token=token,
                          headers={"Origin": "https://evil.example"}).status == 200

@@ -136,11 +136,14 @@ LOGIN_CHECK: web.AppKey[Callable[[web.Request, Caller], Awaitable[None]]] = \
 
 
 def _cross_site(request: web.Request) -> bool:
-    """A browser page of another origin sent this (Origin names another host, or `null`)."""
+    """A browser page of another origin sent this (Origin names another host, or `null`). A
+    reverse proxy's X-Forwarded-Host counts as ours too: no page can add that header to a
+    request that skips the CORS preflight."""
     origin = request.headers.get("Origin")
     if origin is None:
         return False  # not a browser's cross-origin request (curl, rport's CLI, aiohttp)
-    return urlsplit(origin).netloc.lower() != request.headers.get("Host", "").strip().lower()
+    ours = {request.headers.get(name, "").strip().lower() for name in ("Host", "X-Forwarded-Host")}
+    return urlsplit(origin).netloc.lower() not in ours - {""}
 
 
 def _refuse_ambient(request: web.Request, header: str) -> None:
