@@ -562,7 +562,8 @@ def _operator(world: World, method: str, path: str, body: bytes | None = None) -
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{name}", "J").replace("{id}", "x").replace("{tunnel_id}", "1")
+    return path.replace("{name}", "J").replace("{id}", "x").replace("{tunnel_id}", "1") \
+        .replace("{jid}", "j1").replace("{username}", "alice")
 
 
 def test_tenant_users_get_nothing_from_operator_endpoints(world: World) -> None:
