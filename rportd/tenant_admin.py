@@ -7,13 +7,16 @@ removed user stops working (auth/tokens.py binds a token to its account); then t
 agents are closed and its clients forgotten in memory; then rportd's own rows (clients, jobs,
 multi-jobs, client groups, group permissions, audit log, the tenants row) go in a second
 transaction. The eviction and the second delete run twice, for a registration that was already
-past its login when the first transaction committed.
+past its login when the first transaction committed. Before each eviction the tenant's running
+commands are stopped (a multi-client job in turn would otherwise record its next parts, failed,
+after the delete).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .errors import Conflict, StoreError
@@ -92,16 +95,21 @@ async def install_tenant(tables: TenantTables, users: str, groups: str, job: Ins
         raise
 
 
-async def remove_tenant(tables: TenantTables, registry: Registry, name: str,
-                        force: bool) -> dict[str, int]:
+async def remove_tenant(tables: TenantTables, registry: Registry, name: str, force: bool,
+                        stop_work: Callable[[str], Awaitable[None]] | None = None
+                        ) -> dict[str, int]:
     """Every row of `name` in every table, and its clients in memory; rows removed per table.
-    TenantHasClients (409) while clients are connected, unless `force` (they are closed)."""
+    TenantHasClients (409) while clients are connected, unless `force` (they are closed).
+    `stop_work(name)` (the job service's forget_tenant) runs before the agents are closed, so
+    nothing in flight for the tenant writes a row after its rows are deleted."""
     connected, _ = registry.counts(Scope(name))
     if connected and not force:
         raise TenantHasClients(f"tenant {name!r} has {connected} connected client(s); "
                                "disconnect them or delete with force=true")
     removed = await _delete_logins(tables, name)
     for _ in range(2):
+        if stop_work is not None:
+            await stop_work(name)
         await _close_all(registry, name)
         for table, count in (await _delete_own_rows(tables, name)).items():
             removed[table] = removed.get(table, 0) + count

@@ -212,6 +212,19 @@ def test_access_log_is_combined_log_format(server: Server) -> None:
     assert "foobaz" not in log.read_text()
 
 
+def test_access_log_redacts_the_query_token_however_it_is_encoded(server: Server) -> None:
+    """aiohttp decodes the query's keys, so `access%5Ftoken` authenticates like `access_token`;
+    the access log shows the raw request line and must hide the value either way."""
+    token = server.call("GET", "/api/v1/login", basic=ADMIN).json()["data"]["token"]
+    for key in ("access%5Ftoken", "access%5ftoken", "%61ccess_token"):
+        answer = server.call("GET", f"/api/v1/ws/commands?x=1&{key}={token}")
+        assert answer.status == 400 and answer.error_code == "ERR_CODE_NOT_WEBSOCKET"
+    log = server.rportd.tmp / "access.log"
+    wait_for(lambda: log.read_text().count("/api/v1/ws/commands?x=1&") == 3,
+             what="the three requests in the access log")
+    assert token not in log.read_text()
+
+
 def test_doc_root_is_served(server: Server) -> None:
     page = server.call("GET", "/index.html")
     assert page.status == 200 and page.body == b"<h1>rportd</h1>"

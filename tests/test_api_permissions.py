@@ -306,6 +306,26 @@ def test_no_escalation_through_user_management(world: World) -> None:
         world.request("DELETE", "/api/v1/user-groups/helpdesk", "alice")
 
 
+def test_a_scoped_token_cannot_widen_itself_through_user_management(world: World) -> None:
+    """alice is an administrator; her token may only manage users. Making an administrator,
+    resetting alice's password or granting `*` would hand its holder more than the token."""
+    token = new_token(world, "alice", ["users:*"]).json()["data"]["token"]
+    for method, path, data in (
+            ("POST", "/api/v1/users", {"username": "boss2", "password": "boss-password",
+                                       "groups": ["Administrators"]}),
+            ("PUT", "/api/v1/users/alice", {"password": "taken-over!"}),
+            ("PUT", "/api/v1/user-groups/widened", {"permissions": ["*"]})):
+        answer = world.request(method, path, token=token, body=body(data))
+        assert (answer.status, answer.error_code) == (
+            403, "ERR_CODE_EXCEEDS_OWN_PERMISSIONS"), (path, answer.body)
+    assert world.request("GET", "/api/v1/user-groups/widened", "alice").status == 404
+    plain = world.request("POST", "/api/v1/users", token=token, body=body(
+        {"username": "plain2", "password": "plain2-password"}))  # within the token: allowed
+    assert plain.status == 201, plain.body
+    name = plain.json()["data"]["username"]
+    assert world.request("DELETE", f"/api/v1/users/{name}", token=token).status == 204
+
+
 def test_user_groups_crud(world: World) -> None:
     listed = {g["name"]: g for g in world.request("GET", "/api/v1/user-groups",
                                                    "alice").json()["data"]}
@@ -396,9 +416,9 @@ def test_every_write_is_audited_without_secrets(world: World) -> None:
 
 
 def test_each_write_route_leaves_an_entry(world: World) -> None:
-    # POST /login authenticates nobody in advance: logins are not entries (the log has failures)
-    # operator routes refuse a user before knowing who it is (tests/test_tenants.py audits the
-    # operator's own writes)
+    # POST /login authenticates nobody in advance: logins are not entries (the log has failures);
+    # operator routes refuse a user's credentials before reading them (api/operator.py), so
+    # audrey is nobody there, and a stranger's attempts are nobody's history
     writes = [r for r in ROUTES if r.method != "GET" and r.permission not in ("public", "operator")
               and (r.method, r.path) != ("POST", "/api/v1/login")]
     for route in writes:

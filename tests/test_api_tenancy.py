@@ -635,3 +635,39 @@ def test_deleting_a_tenant_leaves_the_one_differing_in_case(world: World) -> Non
     assert _operator(world, "GET", "/api/v1/tenants/Zq").status == 200
     assert _operator(world, "DELETE", "/api/v1/tenants/Zq").status == 200
     assert _operator(world, "GET", "/api/v1/tenants/Zq").status == 404
+
+# ---------------------------------------------------------------- review: who the audit log names
+
+
+def test_the_operators_writes_are_audited_apart_from_every_tenant(world: World) -> None:
+    made = _operator(world, "POST", "/api/v1/tenants", b'{"name": "Audited1"}')
+    assert made.status == 201, made.body
+    try:
+        entries = wait_for(lambda: _operator(
+            world, "GET", "/api/v1/operator/auditlog?filter[username]=operator"
+            "&filter[target]=Audited1").json()["data"], what="the operator's entry")
+        assert [(e["tenant"], e["action"], e["target"], e["result"]) for e in entries] == [
+            ("", "POST /api/v1/tenants", "Audited1", "success")]
+        for user in ("alice", "gina", "nobody"):  # no tenant sees the operator's history
+            answer = world.request("GET", "/api/v1/auditlog?filter[username]=operator", user)
+            assert answer.status in (200, 403) and b"Audited1" not in answer.body
+    finally:
+        assert _operator(world, "DELETE", "/api/v1/tenants/Audited1").status == 200
+
+
+async def test_a_command_run_through_the_websocket_is_audited(world: World) -> None:
+    import aiohttp
+
+    token = world.token("alice")
+    url = f"{world.rportd.api}/api/v1/ws/commands?access_token={token}"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.send_str(json.dumps({"command": "/usr/bin/printf a", "client_ids": ["jonly"]}))
+        assert [json.loads(m.data)["client_id"] async for m in ws] == ["jonly"]
+    query = "/api/v1/auditlog?filter[action]=GET%20/api/v1/ws/commands"
+    entries = wait_for(lambda: world.request("GET", query, "alice").json()["data"],
+                       what="the WebSocket's audit entry")
+    assert [(e["tenant"], e["username"], e["result"]) for e in entries] == [
+        ("J", "alice", "success")]
+    assert token not in json.dumps(entries)  # the query's access_token is never recorded
+    for user in ("gina", "nobody"):  # 403 (not an administrator) or nothing: never alice's
+        assert b"alice" not in world.request("GET", query, user).body

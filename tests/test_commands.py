@@ -18,7 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .api_world import CREDENTIALS, World, build_world, create_mysql_database, drop_mysql_database
+from .api_world import (
+    CREDENTIALS,
+    PASSWORDS,
+    World,
+    build_world,
+    create_mysql_database,
+    drop_mysql_database,
+)
 from .conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER, require_mysql
 from .helpers import Response
 from .processes import Agent, wait_for
@@ -529,3 +536,32 @@ def test_jobs_waiting_for_one_client_are_bounded(world: World) -> None:
                                             "client_ids": ["mute", "c1"]})
     multi = finished_multi(world, many.json()["data"]["jid"], 1)
     assert multi["jobs"][0]["error"].startswith("the client already runs")
+
+
+# ---------------------------------------------------------------- review: cross-site requests
+
+
+async def test_a_page_of_another_site_cannot_use_the_browsers_basic_credentials(
+        world: World) -> None:
+    """A browser that once answered rportd's Basic prompt sends those credentials with any
+    page's form POST (a `simple` request: no CORS preflight) and WebSocket handshake. rportd
+    answers no CORS, so same-origin pages and non-browser clients (no Origin) are unaffected."""
+    evil = {"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"}
+    forged = json.dumps({"command": "/usr/bin/printf csrf", "client_ids": ["c1", "c2"]}).encode()
+    refused = world.request("POST", "/api/v1/commands", "alice", body=forged, headers=evil)
+    assert (refused.status, refused.error_code) == (403, "ERR_CODE_CROSS_SITE"), refused.body
+    assert b"csrf" not in world.request("GET", "/api/v1/commands", "alice").body
+    same = {"Origin": f"http://127.0.0.1:{world.rportd.api_port}"}
+    assert world.request("GET", "/api/v1/clients", "alice", headers=same).status == 200
+    proxied = {"Origin": "https://rport.example.com", "X-Forwarded-Host": "rport.example.com"}
+    assert world.request("GET", "/api/v1/clients", "alice", headers=proxied).status == 200
+    token = world.token("alice")  # a bearer token is never ambient: the page must know it
+    assert world.request("GET", "/api/v1/clients", token=token,
+                         headers={"Origin": "https://evil.example"}).status == 200
+    basic = "Basic " + base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as handshake:
+            await session.ws_connect(f"{world.rportd.api}/api/v1/ws/commands",
+                                     headers={"Authorization": basic},
+                                     origin="https://evil.example")
+    assert handshake.value.status == 403

@@ -450,6 +450,12 @@ def test_a_suspended_tenant_is_refused_until_active_again(site: Site) -> None:
     assert suspended.status == 200 and suspended.json()["data"]["status"] == "suspended"
     refused = site.user("GET", "/api/v1/clients", "ben", "beta")
     assert (refused.status, refused.error_code) == (403, "ERR_CODE_TENANT_SUSPENDED")
+    for login in (site.user("GET", "/api/v1/login", "ben", "beta"),  # no token while suspended
+                  http(site.rportd.api_port, "POST", "/api/v1/login", headers={
+                      "Host": f"beta.{DOMAIN}", "Content-Type": "application/json"},
+                      body=json.dumps({"username": "ben",
+                                       "password": PASSWORDS["ben"]}).encode())):
+        assert (login.status, login.error_code) == (403, "ERR_CODE_TENANT_SUSPENDED"), login.body
     db1 = next(a for a in site.agents if "db1" in a.args)
     db1.wait_log("the tenant is suspended")  # closed, and its reconnects told to retry
     assert site.user("GET", "/api/v1/clients", "ann", "acme").status == 200  # others unaffected
@@ -528,3 +534,34 @@ def test_delete_refuses_while_connected_then_removes_every_trace(site: Site) -> 
     assert site.user("GET", "/api/v1/clients", "ann", "acme").json()["data"] == []
     still_refused = site.user("GET", "/api/v1/clients", "", "acme", token=token)
     assert still_refused.status == 401  # the new ann inherits no token of the old one
+
+
+# ---------------------------------------------------------------- review: deletion while commands run
+
+
+def test_a_multi_client_command_running_through_a_deletion_writes_nothing_after_it(
+        site: Site) -> None:
+    """A multi-client job in turn, abort_on_error off: deleting the tenant while its first
+    command runs must not let the next parts record themselves (failed) in the new-empty
+    tables, where a tenant installed again under the name would find them."""
+    PASSWORDS["gus"] = "gus-password-7"
+    assert install(site, "gamma", "gus").status == 201
+    auth = credential(site, "gamma", "gus", "g1", "gamma-agent-pw")
+    agents = [site.agent(f"{auth}:gamma-agent-pw", f"gc{n}") for n in range(4)]
+    for agent in agents:
+        agent.wait_connected()
+    started = site.user("POST", "/api/v1/commands", "gus", "gamma", {
+        "command": "/usr/bin/sleep 3", "client_ids": [f"gc{n}" for n in range(4)],
+        "execute_concurrently": False, "abort_on_error": False, "timeout_sec": 10})
+    assert started.status == 200, started.body
+    jid = started.json()["data"]["jid"]
+    wait_for(lambda: site.user("GET", f"/api/v1/commands/{jid}", "gus", "gamma")
+             .json()["data"]["jobs"], what="the first part running")
+    gone = site.op("DELETE", "/api/v1/tenants/gamma?force=true")
+    assert gone.status == 200, gone.body
+    deadline = time.monotonic() + 1.5  # the parts that would follow land within this
+    while time.monotonic() < deadline:
+        assert _rows_naming(site, "gamma") == {}
+    assert install(site, "gamma", "gus").status == 201
+    assert site.user("GET", "/api/v1/clients/gc1/commands", "gus", "gamma").json()["data"] == []
+    assert site.op("DELETE", "/api/v1/tenants/gamma?force=true").status == 200

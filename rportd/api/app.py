@@ -246,6 +246,7 @@ def build_api(ctx: ApiContext, authenticator: Authenticator, store: Store,
     app[CONTEXT] = ctx
     app[AUTHENTICATOR] = authenticator
     app[TENANT_SERVICES] = tenant_services
+    app[auth.LOGIN_CHECK] = tenants.refuse_suspended
     app[OPERATOR_KEY] = OperatorKey(api.operator_key, api.tenant_domain)
     app[PERMISSIONS] = {(route.method, route.path): route.permission for route in ROUTES}
     app[clients.LISTINGS] = clients.ListingCache(api.listing_cache_bytes)

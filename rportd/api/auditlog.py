@@ -1,6 +1,7 @@
 """Audit of every write through the API, recorded in one middleware, and GET /auditlog.
 
-Every request other than GET/HEAD/OPTIONS by an authenticated caller becomes one entry: the
+Every request other than GET/HEAD/OPTIONS by an authenticated caller (and every request to a
+route that needs a write permission, as the GET of /ws/commands) becomes one entry: the
 caller, tenant, action (`METHOD /route/template`), target (the path's ids, else the created
 object's id), result (`success` or the error code), source address and time. Bodies are never
 recorded raw: only the keys in `_SAFE_KEYS` (names, ids, groups, scopes, permissions), never a
@@ -22,6 +23,7 @@ from ..audit import FILTERS, AuditEntry, AuditLog, AuditQuery
 from ..errors import BadRequest, RportdError
 from ..tenancy import Scope
 from .auth import CALLER
+from .authorize import route_permission
 from .operator import OPERATOR
 
 __all__ = ["AUDIT", "ACTOR", "audit_middleware", "list_auditlog", "list_all_auditlog",
@@ -29,9 +31,11 @@ __all__ = ["AUDIT", "ACTOR", "audit_middleware", "list_auditlog", "list_all_audi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
-# (tenant, name) of a caller that is not a tenant's user, e.g. ("", "operator"): whoever
-# authenticates such callers sets it, and their writes are audited like everyone's.
+# (tenant, name) of a caller that is not a tenant's user: whoever authenticates such callers
+# sets it, and their writes are audited like everyone's. The operator key (operator.py) is
+# ("", "operator"): in no tenant, so only GET /operator/auditlog shows it.
 ACTOR: web.RequestKey[tuple[str, str]] = web.RequestKey("audit_actor")
+OPERATOR_ACTOR = ("", "operator")
 MAX_PAGE = 1000
 _READS = ("GET", "HEAD", "OPTIONS")
 _SAFE_KEYS = ("id", "username", "name", "groups", "scopes", "permissions", "lifetime",
@@ -119,8 +123,8 @@ def _who(request: web.Request) -> tuple[str, str] | None:
     caller = request.get(CALLER)
     if caller is not None:
         return caller.scope.tenant or "", caller.user.username
-    if request.get(OPERATOR):  # the operator's writes: in no tenant's log, in the operator's
-        return "", "operator"
+    if request.get(OPERATOR):
+        return OPERATOR_ACTOR
     return request.get(ACTOR)  # None: a stranger's attempts are nobody's history
 
 
@@ -146,10 +150,19 @@ def _result_of(exc: BaseException) -> str:
     return "ERR_CODE_INTERNAL"
 
 
+def _is_write(request: web.Request) -> bool:
+    """Not a read method, or a route that needs a write permission whatever its method (GET
+    /ws/commands runs commands: its upgrade is a GET)."""
+    if request.method not in _READS:
+        return True
+    permission = route_permission(request)
+    return permission is not None and permission.endswith(":write")
+
+
 @web.middleware
 async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method in _READS or not request.path.startswith("/api/") \
-            or request.match_info.http_exception is not None:
+    if not request.path.startswith("/api/") or request.match_info.http_exception is not None \
+            or not _is_write(request):
         return await handler(request)
     try:
         response = await handler(request)

@@ -15,18 +15,19 @@ import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..auth.personal_tokens import PersonalToken, PersonalTokens, is_personal
 from ..auth.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, TokenClaims, TokenIssuer
 from ..auth.users import User, UserSource
-from ..errors import BadRequest, Unauthorized
+from ..errors import BadRequest, Forbidden, Unauthorized
 from ..tenancy import Scope
 from .operator import HOST_TENANT, OPERATOR
 
-__all__ = ["Caller", "Authenticator", "CALLER", "AUTHENTICATOR", "auth_middleware", "login_get",
-           "login_post", "login_delete"]
+__all__ = ["Caller", "Authenticator", "CALLER", "AUTHENTICATOR", "LOGIN_CHECK", "auth_middleware",
+           "login_get", "login_post", "login_delete"]
 
 log = logging.getLogger("rportd.api")
 
@@ -128,6 +129,32 @@ class Authenticator:
 
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+# What the middlewares after authentication would refuse a caller for (a suspended tenant),
+# asked by POST /login, which authenticates in its handler (app.py sets it).
+LOGIN_CHECK: web.AppKey[Callable[[web.Request, Caller], Awaitable[None]]] = \
+    web.AppKey("login_check")
+
+
+def _cross_site(request: web.Request) -> bool:
+    """A browser page of another origin sent this (Origin names another host, or `null`). A
+    reverse proxy's X-Forwarded-Host counts as ours too: no page can add that header to a
+    request that skips the CORS preflight."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # not a browser's cross-origin request (curl, rport's CLI, aiohttp)
+    ours = {request.headers.get(name, "").strip().lower() for name in ("Host", "X-Forwarded-Host")}
+    return urlsplit(origin).netloc.lower() not in ours - {""}
+
+
+def _refuse_ambient(request: web.Request, header: str) -> None:
+    """Basic credentials are the one kind a browser adds by itself (cached from its login
+    prompt) to another site's form POST or WebSocket handshake, which need no CORS preflight:
+    from another origin they are refused. Tokens are not ambient (the page must know them)."""
+    if header.partition(" ")[0].lower() == "basic" and _cross_site(request):
+        log.info("%s %s: basic credentials from another origin (%r) refused", request.method,
+                 request.path, request.headers.get("Origin", "")[:100])
+        raise Forbidden("basic credentials are not accepted from another site's page; use a "
+                        "bearer token", code="ERR_CODE_CROSS_SITE")
 
 
 @web.middleware
@@ -141,6 +168,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         header = f"Bearer {token}" if token else ""
     if not header:
         raise Unauthorized("authentication required: HTTP basic auth or a bearer token")
+    _refuse_ambient(request, header)
     request[CALLER] = await request.app[AUTHENTICATOR].from_header(
         header, request.remote or "", request.get(HOST_TENANT))
     return await handler(request)
@@ -187,6 +215,8 @@ async def login_post(request: web.Request) -> web.Response:
         raise BadRequest("username and password are required")
     caller = await request.app[AUTHENTICATOR].with_password(
         username, password, request.remote or "", request.get(HOST_TENANT))
+    if LOGIN_CHECK in request.app:
+        await request.app[LOGIN_CHECK](request, caller)
     lifetime = _lifetime(str(body.get("token-lifetime") or request.query.get("token-lifetime")
                              or ""))
     return _token_response(request, caller, lifetime)

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
@@ -67,7 +68,19 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:200] if text.strip() else ""
 
 
-_TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s]*")
+_QUERY_PAIR = re.compile(r"([?&])([^=&\s]*)=([^&\s]*)")
+_SECRET_KEYS = ("access_token",)
+
+
+def _redact_pair(match: re.Match[str]) -> str:
+    """The key as aiohttp reads it (percent-decoded: `access%5Ftoken` is `access_token`)."""
+    if unquote_plus(match.group(2)) in _SECRET_KEYS:
+        return f"{match.group(1)}{match.group(2)}=REDACTED"
+    return match.group(0)
+
+
+def _redact(text: str) -> str:
+    return _QUERY_PAIR.sub(_redact_pair, text) if "=" in text else text
 
 
 class RedactingAccessLogger(AccessLogger):
@@ -75,8 +88,8 @@ class RedactingAccessLogger(AccessLogger):
 
     def _format_line(self, request: BaseRequest, response: web.StreamResponse,
                      time: float) -> Any:
-        return [(key, _TOKEN_IN_QUERY.sub(r"\1REDACTED", value) if isinstance(value, str)
-                 else value) for key, value in super()._format_line(request, response, time)]
+        return [(key, _redact(value) if isinstance(value, str) else value)
+                for key, value in super()._format_line(request, response, time)]
 
 
 class ApiRunner(web.AppRunner):

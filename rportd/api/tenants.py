@@ -26,12 +26,12 @@ from ..tenants import (
     check_name,
     parse_quotas,
 )
-from .auth import AUTHENTICATOR, CALLER
+from .auth import AUTHENTICATOR, CALLER, Caller
 from .context import CONTEXT
 
 __all__ = ["TenantServices", "TENANT_SERVICES", "list_tenants", "create_tenant", "get_tenant",
            "patch_tenant", "delete_tenant", "install", "operator_status", "metrics",
-           "suspended_gate"]
+           "suspended_gate", "refuse_suspended"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _USERNAME_MAX = 150  # users.username is VARCHAR(150)
@@ -128,17 +128,25 @@ async def _existing(request: web.Request) -> Tenant:
     return tenant
 
 
+async def refuse_suspended(request: web.Request, caller: Caller) -> None:
+    """TenantSuspended (403 ERR_CODE_TENANT_SUSPENDED) for a user of a suspended tenant."""
+    if not caller.scope.tenant:
+        return
+    quotas = request.app[TENANT_SERVICES].quotas
+    suspended = quotas.suspended_now(caller.scope.tenant)  # the hot path: no coroutine
+    if suspended is None:
+        suspended = await quotas.suspended(caller.scope.tenant)
+    if suspended:
+        raise TenantSuspended()
+
+
 @web.middleware
 async def suspended_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """After authentication: users of a suspended tenant get 403 ERR_CODE_TENANT_SUSPENDED."""
+    """After authentication: users of a suspended tenant get 403 ERR_CODE_TENANT_SUSPENDED
+    (POST /login authenticates in its handler, and asks refuse_suspended there)."""
     caller = request.get(CALLER)
-    if caller is not None and caller.scope.tenant:
-        quotas = request.app[TENANT_SERVICES].quotas
-        suspended = quotas.suspended_now(caller.scope.tenant)  # the hot path: no coroutine
-        if suspended is None:
-            suspended = await quotas.suspended(caller.scope.tenant)
-        if suspended:
-            raise TenantSuspended()
+    if caller is not None:
+        await refuse_suspended(request, caller)
     return await handler(request)
 
 
@@ -218,8 +226,10 @@ async def delete_tenant(request: web.Request) -> web.Response:
     force = request.query.get("force", "false")
     if force not in ("true", "false", "1", "0"):
         raise BadRequest("force must be true or false")
+    jobs = request.app[CONTEXT].jobs
     removed = await remove_tenant(_services(request).tables, request.app[CONTEXT].registry,
-                                  tenant.name, force in ("true", "1"))
+                                  tenant.name, force in ("true", "1"),
+                                  jobs.forget_tenant if jobs is not None else None)
     _services(request).quotas.forget(tenant.name)
     return web.json_response({"data": {"name": tenant.name, "removed": removed}})
 

@@ -78,7 +78,7 @@ async def put_group(request: web.Request) -> web.Response:
     _not_administrators(name)
     if request[CALLER].scope.sees_nothing:
         raise Forbidden("a user without a tenant has no groups", code="ERR_CODE_NO_TENANT")
-    if not names(permissions) <= (await held(request)).account:
+    if not names(permissions) <= (await held(request)).effective:
         raise Forbidden("you cannot grant permissions you do not hold",
                         code="ERR_CODE_EXCEEDS_OWN_PERMISSIONS")
     await request.app[GRANT_ADMIN].put(_tenant(request), name, permissions)
@@ -95,7 +95,7 @@ async def delete_group(request: web.Request) -> web.Response:
         raise NotFound("user group not found", code="ERR_CODE_USER_GROUP_NOT_FOUND")
     tenant = _tenant(request)
     granted = await request.app[GRANTS].of_tenant(tenant)
-    if set(granted) == {name} and (await held(request)).account != ALL:
+    if set(granted) == {name} and (await held(request)).effective != ALL:
         # the tenant's last grant: without it everyone falls back to rport's defaults
         raise Forbidden("only an administrator can remove the tenant's last grant",
                         code="ERR_CODE_EXCEEDS_OWN_PERMISSIONS")

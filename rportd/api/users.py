@@ -6,7 +6,8 @@ on another tenant's users, under multi-tenancy a username created here is stored
 to log in with. A tenant can only create, and so only collide with, names in its own namespace.
 Another tenant's user answers exactly like a missing one. Passwords are hashed with bcrypt on the
 API's password pool and never shown. Nobody assigns a group, or edits a user, whose permissions
-exceed their own (no escalation through user management).
+exceed their own (no escalation through user management; for a personal token, "their own" is
+what the token may do, never its owner's whole account).
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ def _groups(value: object) -> tuple[str, ...]:
 
 
 async def check_groups(request: web.Request, groups: tuple[str, ...]) -> None:
-    """Refuse what would give someone more than the caller holds now."""
+    """Refuse what would give someone more than this request may do now (a personal token's
+    scopes included: its holder could log in as the user it made, or with the password it set)."""
     grants: Grants = request.app[GRANTS]
     wanted = await grants.of(request[CALLER].scope, groups)
-    if not wanted <= (await held(request)).account:
+    if not wanted <= (await held(request)).effective:
         raise Forbidden("these groups hold permissions you do not hold",
                         code="ERR_CODE_EXCEEDS_OWN_PERMISSIONS")
 
@@ -132,7 +134,7 @@ async def _target(request: web.Request, admin: UserAdmin) -> UserRecord:
     if user is None:
         raise NotFound("user not found", code="ERR_CODE_USER_NOT_FOUND")
     grants: Grants = request.app[GRANTS]
-    if not await grants.of(request[CALLER].scope, user.groups) <= (await held(request)).account:
+    if not await grants.of(request[CALLER].scope, user.groups) <= (await held(request)).effective:
         raise Forbidden("this user holds permissions you do not hold",
                         code="ERR_CODE_EXCEEDS_OWN_PERMISSIONS")
     return user

@@ -86,6 +86,7 @@ class JobService:
         self._running: dict[int, int] = {}  # id(session) -> its pending jobs
         self._multi_running: dict[str, int] = {}  # tenant -> multi-client jobs in progress
         self._multi_places: dict[str, int] = {}  # tenant -> commands its multi-jobs may run at once
+        self._multi_tasks: dict[str, set[asyncio.Task[None]]] = {}  # tenant -> its multi-job runs
 
     # ------------------------------------------------------------------ life cycle
     async def recover(self) -> int:
@@ -118,10 +119,29 @@ class JobService:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def forget_tenant(self, tenant: str, timeout: float = 5.0) -> None:
+        """The tenant is being removed (tenant_admin.py): its multi-client runs are cancelled
+        (bounded wait) and its running jobs end here, failed, told to their listeners and
+        written nowhere, so no part of them lands in the tables after the tenant's rows go."""
+        runs = self._multi_tasks.pop(tenant, set())
+        for task in runs:
+            task.cancel()
+        if runs:
+            await asyncio.wait(runs, timeout=timeout)
+        for jid, pending in list(self._pending.items()):
+            if pending.tenant != tenant:
+                continue
+            if pending.timer is not None:
+                pending.timer.cancel()
+            self._drop(jid)
+            pending.job = finished(pending.job, "failed", "the tenant was removed")
+            self._publish(pending)
 
     # ------------------------------------------------------------------ starting jobs
     def running(self, tenant: str) -> int:
@@ -173,7 +193,10 @@ class JobService:
             await self.store.insert_multi_job(tenant, multi)
             self._multi_running[tenant] = self._multi_running.get(tenant, 0) + 1
             self._multi_places[tenant] = self._multi_places.get(tenant, 0) + places
-        self._spawn(self._run_multi(tenant, multi, records, spec, listener))
+        task = self._spawn(self._run_multi(tenant, multi, records, spec, listener))
+        runs = self._multi_tasks.setdefault(tenant, set())
+        runs.add(task)
+        task.add_done_callback(runs.discard)
         return multi
 
     async def _run_multi(self, tenant: str, multi: Job, records: list[ClientRecord],
