@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..auth.tokens import secret_id, stored_secret
 from ..config import Config, DatabaseConfig, load_config, validate_identifier
 from ..errors import TransferRefused
 from ..registry import utcnow_iso
@@ -138,6 +139,30 @@ def _check_fingerprint(config: Config, expected: str, accept: bool) -> str | Non
             "--accept-new-fingerprint and update the agents' fingerprint")
 
 
+def server_secret_id(config: Config) -> str:
+    """Which `[api] jwt_secret` this server's personal tokens are bound to; '' when none yet."""
+    secret = stored_secret(config.api.jwt_secret, config.server.data_dir)
+    return secret_id(secret) if secret else ""
+
+
+def _token_note(config: Config, archive: Archive) -> str | None:
+    """Personal tokens are bound to their owner's account through the server's jwt_secret
+    (auth/personal_tokens.py): they verify after a move only on the same secret and tenant."""
+    count = len(archive.rows.get("api_tokens", []))
+    expected = str(archive.meta.get("jwt_secret_id") or "")
+    if not count:
+        return None
+    if not config.server.multi_tenancy:
+        why = "a token is bound to its owner's tenant, and this server has no tenants"
+    elif not expected or expected != server_secret_id(config):
+        why = "this server's [api] jwt_secret is not the source's"
+    else:
+        return None
+    return (f"api_tokens: {count} personal token{'' if count == 1 else 's'} will not verify "
+            f"here: {why}; to keep them, set [api] jwt_secret to the source's before rportd "
+            "starts, else their owners create new ones")
+
+
 # One import is one transaction, and the store's deadline covers a whole transaction: a move of
 # many rows needs longer than a request does.
 TRANSFER_TIMEOUT = 900.0
@@ -216,7 +241,8 @@ async def _import(args: argparse.Namespace) -> int:
         plan = await _planned(store, config, archive, args, refusal)
     finally:
         await store.close()
-    for note in plan.notes:
+    token_note = _token_note(config, archive)
+    for note in [*plan.notes, *([token_note] if token_note else [])]:
         _say(f"note: {note}")
     if refusal:  # a dry run: everything else would move
         raise TransferRefused(f"dry run: the import would be refused; it would move "
@@ -254,7 +280,8 @@ async def _export(args: argparse.Namespace) -> int:
         if args.hash_plaintext:
             await hash_plaintext_rows(archive)
         archive.meta.update(created_at=utcnow_iso(), rportd_version=__version__,
-                            source="rportd", host_key_fingerprint=server_fingerprint(config))
+                            source="rportd", host_key_fingerprint=server_fingerprint(config),
+                            jwt_secret_id=server_secret_id(config))
         out = Path(args.out)
         checksum = await asyncio.to_thread(write_archive, out, archive)
         _say(f"wrote {out} (sha256 {checksum}): " + ", ".join(
