@@ -102,9 +102,15 @@ class TablePlace(Place):
     async def read_tenant(self, tx: Transaction, tenant: str) -> list[Record]:
         if not self._scoped:
             return [rec for _, rec in self._records(await tx.fetchall(self._select()))]
-        sql = f"{self._select()} WHERE {self._q(self.spec.tenant_column)} = ?"
+        sql = f"{self._select()} WHERE {self._tenant_value()} = ?"
         found = self._records(await tx.fetchall(sql, (tenant,)))
         return [rec for owner, rec in found if owner == tenant]  # exact, whatever the collation
+
+    def _tenant_value(self) -> str:
+        """rportd writes its own tables' tenant values normalised; an operator's tool may write
+        ' J ', which rportd reads as tenant J (`normalize_tenant`), as tenant_admin deletes it."""
+        column = self._q(self.spec.tenant_column)
+        return f"TRIM({column})" if self.spec.operators else column
 
     def _key(self, row: Record) -> tuple[Any, ...]:
         return tuple(row.get(k) for k in self.spec.keys)
@@ -125,7 +131,7 @@ class TablePlace(Place):
         where = [f"{self._q(k)} = ?" for k in self.spec.keys]
         params: list[Any] = [row.get(k) for k in self.spec.keys]
         if self._scoped and not self.spec.global_keys:
-            where.append(f"{self._q(self.spec.tenant_column)} = ?")
+            where.append(f"{self._tenant_value()} = ?")
             params.append(tenant)
         sql = self._select() + (" WHERE " + " AND ".join(where) if where else "")
         found = self._records(await tx.fetchall(sql, params))
@@ -149,9 +155,9 @@ class TablePlace(Place):
         table = self._q(self._table)
         if not self._scoped:
             return await tx.execute(f"DELETE FROM {table}")
-        column = self._q(self.spec.tenant_column)
-        return await tx.execute(f"DELETE FROM {table} WHERE {column} = ? AND "
-                                f"{exact_equals(self._store, column)}", (tenant, tenant))
+        value = self._tenant_value()
+        return await tx.execute(f"DELETE FROM {table} WHERE {value} = ? AND "
+                                f"{exact_equals(self._store, value)}", (tenant, tenant))
 
 
 def write_private_file(path: Path, data: bytes) -> None:
