@@ -201,3 +201,19 @@ def test_a_blank_tenant_name_is_refused(tmp_path: Path) -> None:
     world = target(tmp_path, "sqlite")
     refused = tenant_cli(world, "export", "--tenant", "  ", "--out", str(tmp_path / "x"))
     assert refused.returncode == 1 and "--tenant needs a name" in refused.stderr
+
+
+def test_export_never_writes_through_a_planted_temporary_file(tmp_path: Path) -> None:
+    """The archive holds password hashes: a symlink planted where the export writes its
+    temporary file (a shared directory) must not receive them, nor clobber its target."""
+    world = target(tmp_path / "t", "sqlite")
+    world.sql("INSERT INTO clients_auth (id, password, tenant) VALUES ('c1', 'pw', 'acme')")
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    out = tmp_path / "acme.archive"
+    (tmp_path / "acme.archive.tmp").symlink_to(victim)
+    done = tenant_cli(world, "export", "--tenant", "acme", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "keep me\n"
+    assert not out.is_symlink() and decode_archive(out.read_bytes()).rows["credentials"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600

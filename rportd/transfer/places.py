@@ -8,8 +8,10 @@ are written atomically (a rename) by `finish()`, after the commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -161,14 +163,20 @@ class TablePlace(Place):
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (a rename), mode 0600, synced before the rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write `data` to `path` atomically (a rename), mode 0600, synced before the rename. The
+    temporary file is a new one of a fresh name (O_EXCL): a symlink planted beside `path` in a
+    shared directory never receives the data."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class _JsonFile:
