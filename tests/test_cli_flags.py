@@ -44,6 +44,7 @@ SAMPLES: dict[tuple[str, str], Any] = {
     ("server", "used_ports"): ["20000-20100", "9000"], ("api", "jwt_secret"): "s" * 40,
     ("logging", "log_level"): "debug", ("database", "db_type"): "sqlite",
     ("database", "db_host"): "db.example:3306",
+    ("api", "operator_key"): "k" * 40, ("api", "tenant_domain"): "rport.example.com",
 }
 COMPANIONS: dict[tuple[str, str], dict[tuple[str, str], Any]] = {
     ("server", "auth_table"): DB,
@@ -51,6 +52,7 @@ COMPANIONS: dict[tuple[str, str], dict[tuple[str, str], Any]] = {
     ("api", "auth_group_table"): {("api", "auth_user_table"): "users", **DB},
     ("server", "equate_clientauthid_clientid"): {("server", "auth_multiuse_creds"): False},
     ("server", "multi_tenancy"): TABLES,
+    ("api", "tenant_domain"): {("server", "multi_tenancy"): True, **TABLES},
     ("api", "doc_root"): {("api", "address"): "127.0.0.1:9998"},
     ("api", "cert_file"): {("api", "key_file"): "/k.pem"},
     ("api", "key_file"): {("api", "cert_file"): "/c.pem"},
