@@ -185,7 +185,9 @@ def _dsn(dsn: str, timeout: float) -> DatabaseConfig:
         host = f"{url.hostname or '127.0.0.1'}:{url.port or 3306}"
         return DatabaseConfig("mysql", host, unquote(url.username or ""),
                               unquote(url.password or ""), url.path.lstrip("/"), timeout)
-    raise TransferRefused(f"--rport-db {dsn!r}: use sqlite:PATH or mysql://USER:PASS@HOST/DB")
+    scheme = dsn.partition(":")[0][:20]  # never the rest: it may hold the password
+    raise TransferRefused(f"--rport-db: {scheme!r} is not a database this reads; use "
+                          "sqlite:PATH or mysql://USER:PASS@HOST/DB")
 
 
 async def _rport_tables(args: argparse.Namespace, timeout: float) -> dict[str, list[dict[str,
