@@ -19,7 +19,8 @@ from rportd.transfer.archive import Archive, decode_archive, encode_archive
 from rportd.transfer.tables import BY_KIND, TABLES
 
 from .api_world import World
-from .processes import Rportd
+from .helpers import free_port
+from .processes import Agent, Rportd, port_open, wait_for
 from .rport_data import RportClient, make_data_dir, tunnel_json, write_auth_files
 from .transfer_world import bcrypt_hash, dump, target, tenant_cli
 
@@ -217,3 +218,37 @@ def test_export_never_writes_through_a_planted_temporary_file(tmp_path: Path) ->
     assert victim.read_text() == "keep me\n"
     assert not out.is_symlink() and decode_archive(out.read_bytes()).rows["credentials"]
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def _tunnel(tunnel_id: str, lport: int) -> dict[str, object]:
+    return {"id": tunnel_id, "lhost": "127.0.0.1", "lport": str(lport), "rhost": "127.0.0.1",
+            "rport": "22", "lport_random": False, "scheme": None, "acl": None, "name": "",
+            "protocol": "tcp"}
+
+
+def test_an_imported_tunnel_on_an_excluded_port_does_not_come_back(tmp_path: Path) -> None:
+    """The rules of a tunnel's local side hold for tunnels brought back at a reconnect as for
+    new ones: an archive (or an rport server with other excluded_ports) cannot open a port this
+    server excludes."""
+    allowed, excluded = free_port(), free_port()
+    world = target(tmp_path / "t", "sqlite")
+    config = world.rportd.config
+    config.write_text(config.read_text().replace(
+        "[server]\n", f'[server]\nexcluded_ports = ["1-1024", "{excluded}"]\n', 1))
+    archive = _archive()
+    archive.rows["clients"][0]["tunnels"] = json.dumps([_tunnel("1", excluded),
+                                                        _tunnel("2", allowed)])
+    archive.meta["host_key_fingerprint"] = ""
+    out = tmp_path / "acme.archive"
+    out.write_bytes(encode_archive(archive))
+    done = tenant_cli(world, "import", "--tenant", "acme", "--from-export", str(out))
+    assert done.returncode == 0, done.stderr
+    world.rportd.start()
+    agent = Agent(tmp_path, world.rportd.url, "c1:pw", "--id", "x", name="excluded-agent")
+    try:
+        agent.start().wait_connected()
+        wait_for(lambda: port_open(allowed), what="the allowed tunnel back")
+        assert not port_open(excluded), "a tunnel listens on an excluded port"
+    finally:
+        agent.stop()
+        world.rportd.stop()
