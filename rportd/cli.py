@@ -196,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.service:
         return _service(args)
     if args.command == "tenant":
+        args.setting_flags = setting_flags(args)
         return run_tenant_command(args)
     config = _load(args)
     _warn(args, config)

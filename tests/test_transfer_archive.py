@@ -252,3 +252,20 @@ def test_an_imported_tunnel_on_an_excluded_port_does_not_come_back(tmp_path: Pat
     finally:
         agent.stop()
         world.rportd.stop()
+
+
+def test_setting_flags_before_tenant_apply_to_it(tmp_path: Path) -> None:
+    """`rportd --db-name B tenant export -c FILE` reads database B, as flags beat the file for
+    every other command; silently using the file's database would export (and with
+    --then-delete, delete) from another database than the one named."""
+    named, other = target(tmp_path / "named", "sqlite"), target(tmp_path / "file", "sqlite")
+    named.sql("INSERT INTO clients_auth (id, password, tenant) VALUES ('in-b', 'pw', 'acme')")
+    other.sql("INSERT INTO clients_auth (id, password, tenant) VALUES ('in-a', 'pw', 'acme')")
+    out = tmp_path / "acme.archive"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["--db-name", str(named.database["db_name"]), "tenant", "export", "-c",
+                     str(other.rportd.config), "--tenant", "acme", "--out", str(out)])
+    assert code == 0, err.getvalue()
+    ids = [row["id"] for row in decode_archive(out.read_bytes()).rows["credentials"]]
+    assert ids == ["in-b"]

@@ -95,6 +95,11 @@ def run_tenant_command(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ shared checks
+def _config(args: argparse.Namespace) -> Config:
+    """The -c file, under the setting flags given before `tenant` (flag > env > file)."""
+    return load_config(args.tenant_config, flags=getattr(args, "setting_flags", None) or {})
+
+
 def _serving(config: Config) -> bool:
     """Whether something answers on this server's agent port (a running rportd)."""
     host, _, port = config.server.address.rpartition(":")
@@ -228,7 +233,7 @@ async def _from_rport(args: argparse.Namespace, config: Config) -> Archive:
 
 
 async def _import(args: argparse.Namespace) -> int:
-    config = load_config(args.tenant_config)
+    config = _config(args)
     if not args.dry_run:
         _refuse_if_running(config, "importing")
     archive = (await asyncio.to_thread(read_archive, Path(args.from_export))
@@ -270,7 +275,7 @@ async def _planned(store: Store, config: Config, archive: Archive, args: argpars
 
 # ------------------------------------------------------------------ export
 async def _export(args: argparse.Namespace) -> int:
-    config = load_config(args.tenant_config)
+    config = _config(args)
     if args.then_delete:
         _refuse_if_running(config, "deleting a tenant")
     store = await _opened(config)
