@@ -269,3 +269,19 @@ def test_setting_flags_before_tenant_apply_to_it(tmp_path: Path) -> None:
     assert code == 0, err.getvalue()
     ids = [row["id"] for row in decode_archive(out.read_bytes()).rows["credentials"]]
     assert ids == ["in-b"]
+
+
+@pytest.mark.parametrize("name", ["acme corp", "a" * 51, ".acme", "acme/../g"])
+def test_an_import_takes_only_a_tenant_name_the_api_can_address(tmp_path: Path,
+                                                                name: str) -> None:
+    """The operator API (GET/PATCH/DELETE /tenants/{name}) refuses such names: a tenant
+    imported under one could never be suspended or removed there (and 51 characters do not fit
+    MySQL's tenant columns)."""
+    out = tmp_path / "acme.archive"
+    out.write_bytes(encode_archive(_archive()))
+    world = target(tmp_path / "t", "sqlite")
+    before = dump(world)
+    refused = tenant_cli(world, "import", "--tenant", name, "--from-export", str(out),
+                         "--accept-new-fingerprint")
+    assert refused.returncode == 1 and "a tenant name is 1-50" in refused.stderr, refused.stderr
+    assert dump(world) == before

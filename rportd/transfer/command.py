@@ -17,10 +17,11 @@ from typing import Any
 from .. import __version__
 from ..auth.tokens import secret_id, stored_secret
 from ..config import Config, DatabaseConfig, load_config, validate_identifier
-from ..errors import TransferRefused
+from ..errors import BadRequest, TransferRefused
 from ..registry import utcnow_iso
 from ..store import Store, open_store
 from ..tenancy import normalize_tenant
+from ..tenants import check_name
 from ..wire.hostkey import derive_key_from_seed, fingerprint
 from .archive import Archive, decode_archive, read_archive, write_archive
 from .rport_import import read_api_auth_file, read_auth_tables, read_clients_auth_file, read_data_dir
@@ -232,8 +233,21 @@ async def _from_rport(args: argparse.Namespace, config: Config) -> Archive:
                                        "host_key_fingerprint": expected})
 
 
+def _check_import_name(config: Config, name: str) -> None:
+    """The names the operator API takes (tenants.check_name): an imported tenant must be one it
+    can suspend and remove, and fit the tenant columns. Exports take any name, to move out what
+    an operator's own tables named."""
+    if not config.server.multi_tenancy:
+        return
+    try:
+        check_name(name, dns_label=bool(config.api.tenant_domain))
+    except BadRequest as exc:
+        raise TransferRefused(f"--tenant {name[:60]!r}: {exc.detail}; nothing was changed") from None
+
+
 async def _import(args: argparse.Namespace) -> int:
     config = _config(args)
+    _check_import_name(config, args.tenant)
     if not args.dry_run:
         _refuse_if_running(config, "importing")
     archive = (await asyncio.to_thread(read_archive, Path(args.from_export))
