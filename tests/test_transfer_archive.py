@@ -285,3 +285,24 @@ def test_an_import_takes_only_a_tenant_name_the_api_can_address(tmp_path: Path,
                          "--accept-new-fingerprint")
     assert refused.returncode == 1 and "a tenant name is 1-50" in refused.stderr, refused.stderr
     assert dump(world) == before
+
+
+@pytest.mark.parametrize("kind, row", [
+    ("audit_log", {"at": ["2026"], "username": "u", "action": "a", "target": "", "result": "ok",
+                   "source": "", "details": "{}"}),
+    ("jobs", {"jid": "j1", "client_id": "x", "status": "successful", "started_at": "t",
+              "created_by": "u", "details": {"result": 1}}),
+])
+def test_a_row_value_that_is_not_a_column_value_is_refused(tmp_path: Path, kind: str,
+                                                           row: dict[str, object]) -> None:
+    """Checksummed is not well-formed: a list or object where a column holds text or a number
+    is refused as the archive's fault (exit 1, one reason), not a traceback."""
+    out = tmp_path / "crafted.archive"
+    out.write_bytes(encode_archive(Archive("acme", {kind: [row]})))
+    world = target(tmp_path / "t", "sqlite")
+    before = dump(world)
+    refused = tenant_cli(world, "import", "--tenant", "acme", "--from-export", str(out),
+                         process=True)
+    assert refused.returncode == 1, refused.stderr
+    assert "not a usable tenant archive" in refused.stderr and "Traceback" not in refused.stderr
+    assert dump(world) == before
