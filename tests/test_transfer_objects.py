@@ -120,3 +120,22 @@ def test_an_import_onto_another_jwt_secret_says_the_tokens_end(moved: dict[str, 
         assert refused.status == 401, refused.body
     finally:
         own.stop()
+
+
+def test_an_import_into_a_single_tenant_server_says_the_tokens_end(moved: dict[str, Any]
+                                                                  ) -> None:
+    own = target(moved["tmp"] / "single", "sqlite", multi=False)
+    config = own.rportd.config
+    config.write_text(config.read_text().replace("[api]\n", f'[api]\njwt_secret = "{JWT_SECRET}"\n'
+                                                 , 1))
+    done = tenant_cli(own, "import", "--tenant", "J", "--from-export", str(moved["archive"]))
+    assert done.returncode == 0, done.stderr
+    assert ("1 personal token will not verify here: a token is bound to its owner's tenant, "
+            "and this server has no tenants") in done.stderr, done.stderr
+    own.rportd.start()
+    try:
+        assert own.request("GET", "/api/v1/me", "alice").status == 200, "alice moved"
+        refused = own.request("GET", "/api/v1/clients", token=moved["token"])
+        assert refused.status == 401, refused.body
+    finally:
+        own.stop()
