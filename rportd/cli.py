@@ -155,10 +155,12 @@ def _service_unit(args: argparse.Namespace) -> Unit:
     if config.api.address:
         ports.append(split_address(config.api.address)[1])
     logs = [config.logging.log_file, config.api.access_log_file]
+    database = config.own_database  # SQLite writes its file, journal and WAL beside it
+    sqlite_dir = [str(Path(database.db_name).parent)] if database.db_type == "sqlite" else []
     return Unit(name="rportd", description="rportd, a multi-tenant rport server",
                 exec_start=(*executable("rportd", "rportd.cli"), "-c", path),
                 user=args.service_user,
-                writable=writable_dirs([str(config.server.data_dir),
+                writable=writable_dirs([str(config.server.data_dir), *sqlite_dir,
                                         *(str(Path(log).parent) for log in logs if log)]),
                 low_ports=any(0 < port < 1024 for port in ports))
 
@@ -194,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.service:
         return _service(args)
     if args.command == "tenant":
+        args.setting_flags = setting_flags(args)
         return run_tenant_command(args)
     config = _load(args)
     _warn(args, config)

@@ -46,6 +46,7 @@ class Setting:
     help: str
     flag: str = ""  # rport's flag name where it is not the generated one (flag_name)
     short: str = ""  # rport's one-letter form (-a, -e, -l)
+    secret: bool = False  # a password or key: an error names the setting, never the value
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -54,8 +55,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "url", "str", "", "Public URL agents use; defaults to http://<address>."),
     Setting("server", "key_seed", "str", "",
             "Seed for a deterministic ECDSA host key (same key as rport for the same seed). "
-            "Empty: a key is generated once and kept in data_dir.", flag="key"),
-    Setting("server", "auth", "str", "", "A single client credential, \"clientAuthId:password\"."),
+            "Empty: a key is generated once and kept in data_dir.", flag="key", secret=True),
+    Setting("server", "auth", "str", "", "A single client credential, \"clientAuthId:password\".",
+            secret=True),
     Setting("server", "auth_file", "str", "", "JSON file mapping client auth ids to passwords.",
             flag="authfile"),
     Setting("server", "auth_table", "str", "",
@@ -120,12 +122,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Isolate clients and users by the tenant column of the auth tables."),
     Setting("api", "address", "str", "", "Where the REST API listens (host:port); empty: no API.",
             flag="api-addr"),
-    Setting("api", "auth", "str", "", "A single API user, \"user:password\"."),
+    Setting("api", "auth", "str", "", "A single API user, \"user:password\".", secret=True),
     Setting("api", "auth_file", "str", "", "JSON file of API users (username, bcrypt password, groups).",
             flag="api-authfile"),
     Setting("api", "auth_user_table", "str", "", "Database table of API users."),
     Setting("api", "auth_group_table", "str", "", "Database table of API user groups."),
-    Setting("api", "jwt_secret", "str", "", "Secret for API tokens; empty: generated, kept in data_dir."),
+    Setting("api", "jwt_secret", "str", "", "Secret for API tokens; empty: generated, kept in data_dir.",
+            secret=True),
     Setting("api", "doc_root", "str", "", "Directory of static files served by the API."),
     Setting("api", "cert_file", "str", "", "TLS certificate for the API (with key_file)."),
     Setting("api", "key_file", "str", "", "TLS key for the API (with cert_file)."),
@@ -143,7 +146,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "operator_key", "str", "",
             "The operator's API key (at least 32 characters), sent as `Authorization: Bearer "
             "<key>`: manages tenants (/api/v1/tenants) and reads /metrics, and reaches no "
-            "tenant's clients, jobs or credentials. Empty: no operator API."),
+            "tenant's clients, jobs or credentials. Empty: no operator API.", secret=True),
     Setting("api", "tenant_domain", "str", "",
             "With multi_tenancy: bind each request to the tenant named by its subdomain "
             "(j.<tenant_domain> is tenant j), on the API and the agent port; the bare domain "
@@ -153,7 +156,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database", "db_type", "str", "", "mysql or sqlite."),
     Setting("database", "db_host", "str", "", "MySQL server as host:port or socket:/path."),
     Setting("database", "db_user", "str", "", "MySQL user."),
-    Setting("database", "db_password", "str", "", "MySQL password."),
+    Setting("database", "db_password", "str", "", "MySQL password.", secret=True),
     Setting("database", "db_name", "str", "", "MySQL database name, or the SQLite file."),
     Setting("database", "db_timeout", "duration", "5s",
             "How long one database call (connecting included) may take; then the API answers "
@@ -318,6 +321,8 @@ def validate_identifier(name: str, setting: str) -> str:
 
 def _coerce(setting: Setting, value: Any, name: str) -> Any:
     kind = setting.kind
+    if setting.secret and not isinstance(value, str):
+        raise ConfigError(name, "must be a string (the value is a secret: not shown)")
     if kind == "bool":
         if isinstance(value, bool):
             return value

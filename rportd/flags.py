@@ -28,7 +28,7 @@ RPORT_FLAGS = frozenset({
     "api-authfile",
     "api-auth-user-table", "api-auth-group-table", "api-jwt-secret", "api-doc-root",
     "api-cert-file", "api-key-file", "api-access-log-file", "db-type", "db-host", "db-user",
-    "db-password", "db-name", "log-level", "log-file", "allow-root"})
+    "db-password", "db-name", "log-level", "log-file", "allow-root", "run-remote-cmd-timeout-sec"})
 
 # rport's server flags (0.1.x and openrport 0.9) that rportd does not need: accepted, warned about.
 IGNORED: dict[str, str] = {
@@ -37,8 +37,6 @@ IGNORED: dict[str, str] = {
     "cleanup-clients-interval": "lost clients are removed after keep_lost_clients",
     "save-clients-auth-interval": "credentials are written at once",
     "csr-file-name": "clients are kept in rportd's database",
-    "run-remote-cmd-timeout": "not used by rportd",
-    "run-remote-cmd-timeout-sec": "not used by rportd",
     "max-filepush-bytes": "no file push in rportd",
     "monitoring-data-storage-days": "no monitoring in rportd",
     "tunnel-proxy-cert-file": "no tunnel proxy in rportd",

@@ -187,3 +187,22 @@ def test_a_proxy_that_is_not_http_is_refused_without_its_password() -> None:
     assert result.returncode == 1
     assert result.stderr == ("rport: proxy 'socks5://127.0.0.1:1080' must be an HTTP CONNECT "
                              "proxy, http://[user:password@]host:port (SOCKS is not supported)\n")
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("client", "auth", 98765432123), ("client", "id", 7), ("client", "tags", 5),
+    ("connection", "max_retry_count", "often"), ("client", "allow_root", "yes please"),
+    ("connection", "keep_alive", 30),
+])
+def test_a_config_value_of_the_wrong_type_is_one_line_naming_the_key(
+        tmp_path: Path, section: str, key: str, value: Any) -> None:
+    """As rportd's: exit 1 with one line naming the key (never a traceback, never the value:
+    `auth` holds the password)."""
+    document = {"client": {**BASE["client"]}}
+    document.setdefault(section, {})[key] = value
+    config = write_config(tmp_path / "rport.conf", document)
+    done = subprocess.run([sys.executable, "-m", "rportd.client.cli", "--allow-root", "-c",
+                           str(config)], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and f"[{section}] {key}" in done.stderr, done.stderr
+    assert "98765432123" not in done.stderr

@@ -277,3 +277,33 @@ def test_a_command_line_mistake_is_one_line_and_exit_1(tmp_path: Path, argv: lis
                                                       line: str) -> None:
     result = run_rportd(argv, cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.strip() == line
+
+
+# rport's server flags, as their sources declare them (rport 0.1.x's pFlags, openrport 0.9's
+# lFlags), less -c/--config, --service and --service-user (handled apart).
+RPORT_01_FLAGS = {
+    "addr", "url", "key", "authfile", "auth", "proxy", "api-addr", "api-authfile", "api-auth",
+    "api-jwt-secret", "api-doc-root", "log-file", "verbose", "exclude-ports", "data-dir",
+    "csr-file-name", "keep-lost-clients", "save-clients-interval", "cleanup-clients-interval",
+    "max-request-bytes", "check-port-timeout", "auth-write", "auth-multiuse-creds",
+    "equate-authusername-clientid", "save-clients-auth-interval"}
+OPENRPORT_09_FLAGS = {
+    "addr", "url", "key", "authfile", "auth", "auth-table", "proxy", "api-addr", "api-authfile",
+    "api-auth", "api-auth-user-table", "api-auth-group-table", "api-jwt-secret", "api-doc-root",
+    "api-cert-file", "api-key-file", "api-access-log-file", "db-type", "db-name", "db-host",
+    "db-user", "db-password", "log-file", "log-level", "use-ports", "exclude-ports", "data-dir",
+    "save-clients-interval", "max-request-bytes", "max-filepush-bytes",
+    "max-request-bytes-client", "check-port-timeout", "auth-write", "auth-multiuse-creds",
+    "equate-clientauthid-clientid", "run-remote-cmd-timeout-sec", "allow-root",
+    "monitoring-data-storage-days", "tunnel-proxy-cert-file", "tunnel-proxy-key-file",
+    "novnc-root", "guacd-address"}
+
+
+def test_rports_flags_are_settings_aliases_or_ignored_and_only_rports_are_called_so() -> None:
+    rports = RPORT_01_FLAGS | OPENRPORT_09_FLAGS
+    generated = {flag_name(s) for s in SETTINGS}
+    aliases = {name for name, _ in ALIASES}
+    assert rports - generated - aliases - set(ignored_names()) == set()
+    assert set(ignored_names()) <= rports, "a flag rport never had is listed as rport's"
+    assert generated & rports <= RPORT_FLAGS, "an rport flag is marked rportd's own"
+    assert RPORT_FLAGS <= rports, "a flag rport never had is marked rport's"

@@ -253,3 +253,28 @@ def test_unreadable_auth_file_refuses_the_start(tmp_path: Path) -> None:
     refuse(tmp_path, {"server": {"auth_file": str(broken)}}, "[server] auth_file", "cannot read")
     refuse(tmp_path, {"api": {"auth": None, "auth_file": str(tmp_path / "missing.json")}},
            "[api] auth_file", "cannot read")
+
+
+SECRETS = {("server", "key_seed"), ("server", "auth"), ("api", "auth"), ("api", "jwt_secret"),
+           ("api", "operator_key"), ("database", "db_password")}
+
+
+@pytest.mark.parametrize("where", sorted(SECRETS), ids=lambda w: f"{w[0]}.{w[1]}")
+def test_a_secret_of_the_wrong_type_is_refused_without_being_shown(where: tuple[str, str]
+                                                                   ) -> None:
+    """A number where a string belongs (`db_password = 98765432123`, unquoted) is an easy
+    mistake; the refusal goes to stderr and the journal, so it names the key, not the value."""
+    section, key = where
+    for value in (98765432123, ["98765432123"]):
+        with pytest.raises(ConfigError) as refused:
+            build_config({section: {key: value}}, {}, embedded=True)
+        assert f"[{section}] {key}" in str(refused.value)
+        assert "98765432123" not in str(refused.value), str(refused.value)
+
+
+def test_a_numeric_db_password_is_one_line_without_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "rportd.conf", merged(tmp_path, {
+        "database": {"db_type": "mysql", "db_password": 98765432123}}))
+    result = run_rportd(["-c", str(config)], cwd=tmp_path)
+    assert_refused(result, "[database] db_password")
+    assert "98765432123" not in result.stderr

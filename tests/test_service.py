@@ -165,3 +165,20 @@ def test_start_and_stop_with_a_unit_directory_of_ones_own_run_no_systemctl(
     assert result.stderr.splitlines()[-1] == (
         f"rportd: service: {command} runs systemctl on the installed unit; with a unit "
         f"directory of your own, run: systemctl {command} rportd")
+
+
+def test_a_sqlite_database_outside_data_dir_is_writable_for_the_service(tmp_path: Path) -> None:
+    """ProtectSystem=strict makes everything read-only but ReadWritePaths: SQLite writes its
+    file, journal and WAL beside db_name, so that directory must be one of them."""
+    units = tmp_path / "units"
+    config = write_config(tmp_path / "rportd.conf", {
+        "server": {"address": f"127.0.0.1:{free_port()}", "auth": "c1:pw",
+                   "data_dir": str(tmp_path / "data")},
+        "database": {"db_type": "sqlite", "db_name": str(tmp_path / "db" / "rportd.db")}})
+    result = run_rportd(["--service", "install", "-c", str(config), "--service-unit-dir",
+                         str(units)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = (units / "rportd.service").read_text().splitlines()
+    assert f"ReadWritePaths={tmp_path / 'db'}" in lines, lines
+    assert f"ReadWritePaths={tmp_path / 'data'}" in lines
+    verify(units / "rportd.service")

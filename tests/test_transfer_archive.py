@@ -19,7 +19,8 @@ from rportd.transfer.archive import Archive, decode_archive, encode_archive
 from rportd.transfer.tables import BY_KIND, TABLES
 
 from .api_world import World
-from .processes import Rportd
+from .helpers import free_port
+from .processes import Agent, Rportd, port_open, wait_for
 from .rport_data import RportClient, make_data_dir, tunnel_json, write_auth_files
 from .transfer_world import bcrypt_hash, dump, target, tenant_cli
 
@@ -201,3 +202,107 @@ def test_a_blank_tenant_name_is_refused(tmp_path: Path) -> None:
     world = target(tmp_path, "sqlite")
     refused = tenant_cli(world, "export", "--tenant", "  ", "--out", str(tmp_path / "x"))
     assert refused.returncode == 1 and "--tenant needs a name" in refused.stderr
+
+
+def test_export_never_writes_through_a_planted_temporary_file(tmp_path: Path) -> None:
+    """The archive holds password hashes: a symlink planted where the export writes its
+    temporary file (a shared directory) must not receive them, nor clobber its target."""
+    world = target(tmp_path / "t", "sqlite")
+    world.sql("INSERT INTO clients_auth (id, password, tenant) VALUES ('c1', 'pw', 'acme')")
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    out = tmp_path / "acme.archive"
+    (tmp_path / "acme.archive.tmp").symlink_to(victim)
+    done = tenant_cli(world, "export", "--tenant", "acme", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "keep me\n"
+    assert not out.is_symlink() and decode_archive(out.read_bytes()).rows["credentials"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def _tunnel(tunnel_id: str, lport: int) -> dict[str, object]:
+    return {"id": tunnel_id, "lhost": "127.0.0.1", "lport": str(lport), "rhost": "127.0.0.1",
+            "rport": "22", "lport_random": False, "scheme": None, "acl": None, "name": "",
+            "protocol": "tcp"}
+
+
+def test_an_imported_tunnel_on_an_excluded_port_does_not_come_back(tmp_path: Path) -> None:
+    """The rules of a tunnel's local side hold for tunnels brought back at a reconnect as for
+    new ones: an archive (or an rport server with other excluded_ports) cannot open a port this
+    server excludes."""
+    allowed, excluded = free_port(), free_port()
+    world = target(tmp_path / "t", "sqlite")
+    config = world.rportd.config
+    config.write_text(config.read_text().replace(
+        "[server]\n", f'[server]\nexcluded_ports = ["1-1024", "{excluded}"]\n', 1))
+    archive = _archive()
+    archive.rows["clients"][0]["tunnels"] = json.dumps([_tunnel("1", excluded),
+                                                        _tunnel("2", allowed)])
+    archive.meta["host_key_fingerprint"] = ""
+    out = tmp_path / "acme.archive"
+    out.write_bytes(encode_archive(archive))
+    done = tenant_cli(world, "import", "--tenant", "acme", "--from-export", str(out))
+    assert done.returncode == 0, done.stderr
+    world.rportd.start()
+    agent = Agent(tmp_path, world.rportd.url, "c1:pw", "--id", "x", name="excluded-agent")
+    try:
+        agent.start().wait_connected()
+        wait_for(lambda: port_open(allowed), what="the allowed tunnel back")
+        assert not port_open(excluded), "a tunnel listens on an excluded port"
+    finally:
+        agent.stop()
+        world.rportd.stop()
+
+
+def test_setting_flags_before_tenant_apply_to_it(tmp_path: Path) -> None:
+    """`rportd --db-name B tenant export -c FILE` reads database B, as flags beat the file for
+    every other command; silently using the file's database would export (and with
+    --then-delete, delete) from another database than the one named."""
+    named, other = target(tmp_path / "named", "sqlite"), target(tmp_path / "file", "sqlite")
+    named.sql("INSERT INTO clients_auth (id, password, tenant) VALUES ('in-b', 'pw', 'acme')")
+    other.sql("INSERT INTO clients_auth (id, password, tenant) VALUES ('in-a', 'pw', 'acme')")
+    out = tmp_path / "acme.archive"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["--db-name", str(named.database["db_name"]), "tenant", "export", "-c",
+                     str(other.rportd.config), "--tenant", "acme", "--out", str(out)])
+    assert code == 0, err.getvalue()
+    ids = [row["id"] for row in decode_archive(out.read_bytes()).rows["credentials"]]
+    assert ids == ["in-b"]
+
+
+@pytest.mark.parametrize("name", ["acme corp", "a" * 51, ".acme", "acme/../g"])
+def test_an_import_takes_only_a_tenant_name_the_api_can_address(tmp_path: Path,
+                                                                name: str) -> None:
+    """The operator API (GET/PATCH/DELETE /tenants/{name}) refuses such names: a tenant
+    imported under one could never be suspended or removed there (and 51 characters do not fit
+    MySQL's tenant columns)."""
+    out = tmp_path / "acme.archive"
+    out.write_bytes(encode_archive(_archive()))
+    world = target(tmp_path / "t", "sqlite")
+    before = dump(world)
+    refused = tenant_cli(world, "import", "--tenant", name, "--from-export", str(out),
+                         "--accept-new-fingerprint")
+    assert refused.returncode == 1 and "a tenant name is 1-50" in refused.stderr, refused.stderr
+    assert dump(world) == before
+
+
+@pytest.mark.parametrize("kind, row", [
+    ("audit_log", {"at": ["2026"], "username": "u", "action": "a", "target": "", "result": "ok",
+                   "source": "", "details": "{}"}),
+    ("jobs", {"jid": "j1", "client_id": "x", "status": "successful", "started_at": "t",
+              "created_by": "u", "details": {"result": 1}}),
+])
+def test_a_row_value_that_is_not_a_column_value_is_refused(tmp_path: Path, kind: str,
+                                                           row: dict[str, object]) -> None:
+    """Checksummed is not well-formed: a list or object where a column holds text or a number
+    is refused as the archive's fault (exit 1, one reason), not a traceback."""
+    out = tmp_path / "crafted.archive"
+    out.write_bytes(encode_archive(Archive("acme", {kind: [row]})))
+    world = target(tmp_path / "t", "sqlite")
+    before = dump(world)
+    refused = tenant_cli(world, "import", "--tenant", "acme", "--from-export", str(out),
+                         process=True)
+    assert refused.returncode == 1, refused.stderr
+    assert "not a usable tenant archive" in refused.stderr and "Traceback" not in refused.stderr
+    assert dump(world) == before

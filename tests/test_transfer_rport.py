@@ -291,3 +291,16 @@ def test_rport_data_that_is_not_rports_is_refused_with_the_reason(tmp_path: Path
     missing = tenant_cli(world, "import", "--tenant", "acme", "--from-rport",
                          str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "is not a directory" in missing.stderr
+
+
+def test_rports_database_password_is_never_printed(tmp_path: Path) -> None:
+    """--rport-db carries rport's database password; a refusal about it must not repeat it."""
+    data_dir = make_data_dir(tmp_path / "rport-data", "0.1.24", [RportClient("c1", "a1", "h1")])
+    world = target(tmp_path / "rportd", "sqlite")
+    for dsn in ("mariadb://rport:hunter2-db-pw@db.example/rport",
+                "mysql://rport:hunter2-db-pw@127.0.0.1:1/rport"):
+        refused = tenant_cli(world, "import", "--tenant", "acme", "--from-rport", str(data_dir),
+                             "--clients-auth-table", "clients_auth", "--rport-db", dsn)
+        assert refused.returncode == 1, refused.stderr
+        assert "--rport-db" in refused.stderr or "MySQL" in refused.stderr, refused.stderr
+        assert "hunter2-db-pw" not in refused.stderr, refused.stderr

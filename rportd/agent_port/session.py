@@ -432,6 +432,7 @@ class AgentSession(asyncssh.SSHServer):
     async def _bring_back(self, record: ClientRecord, tunnel_id: str,
                           remote: Remote) -> Tunnel | None:
         try:
+            remote.check_local(self._services.ports)  # stored by an import, or rules changed
             return await self._add_live(tunnel_id or self._new_tunnel_id(), remote)
         except RportdError as exc:
             log.warning("client %s: tunnel %s:%s not re-established: %s", record.id,

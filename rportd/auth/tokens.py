@@ -25,7 +25,8 @@ from ..config import MIN_SECRET_BYTES
 from ..errors import ConfigError, Unauthorized
 from ..store import Store
 
-__all__ = ["TokenIssuer", "TokenClaims", "load_or_create_secret", "DEFAULT_LIFETIME",
+__all__ = ["TokenIssuer", "TokenClaims", "load_or_create_secret", "stored_secret", "secret_id",
+           "DEFAULT_LIFETIME",
            "MAX_LIFETIME"]
 
 DEFAULT_LIFETIME = 600
@@ -122,6 +123,20 @@ class TokenIssuer:
             del self._revoked[jti]
         await self._store.execute("DELETE FROM api_token_revocations WHERE expires <= ?", (now,))
         return len(expired)
+
+
+def stored_secret(configured: str, data_dir: Path) -> bytes | None:
+    """The secret `load_or_create_secret` would use, without creating one (None: none yet)."""
+    if configured:
+        return configured.encode()
+    path = data_dir / "jwt_secret"
+    return path.read_bytes().strip() if path.exists() else None
+
+
+def secret_id(secret: bytes) -> str:
+    """Names a secret without revealing it (an HMAC keyed by it): tenant archives carry it, so
+    an import can tell whether the target's secret is the one personal tokens are bound to."""
+    return hmac.new(secret, b"rportd-jwt-secret-id-v1", hashlib.sha256).hexdigest()[:32]
 
 
 def load_or_create_secret(configured: str, data_dir: Path) -> bytes:

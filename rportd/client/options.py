@@ -116,6 +116,22 @@ def _typed(option: Option, value: Any, source: str) -> Any:
     return value
 
 
+_FILE_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "duration": (str,), "bool": (bool,),
+                                             "int": (int,), "array": (list, str)}
+_TYPE_WORDS = {"str": "a string", "duration": 'a duration string like "30s"',
+               "bool": "true or false", "int": "a whole number", "array": "a list of strings"}
+
+
+def _check_file_value(option: Option, value: Any) -> None:
+    """The file's TOML types, checked once here so nothing later trips over them; the value is
+    not repeated (`auth` holds the password)."""
+    array_items = not isinstance(value, list) or all(isinstance(item, str) for item in value)
+    wrong_bool = option.kind == "int" and isinstance(value, bool)
+    if not isinstance(value, _FILE_TYPES[option.kind]) or wrong_bool or not array_items:
+        raise ConfigError(f"[{option.section}] {option.key}",
+                          f"must be {_TYPE_WORDS[option.kind]}, not a {type(value).__name__}")
+
+
 def overlay(document: dict[str, Any], args: argparse.Namespace,
             environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The file's document with the environment, then the flags, written over it."""
@@ -124,6 +140,9 @@ def overlay(document: dict[str, Any], args: argparse.Namespace,
     merged = {section: dict(body) if isinstance(body, dict) else body
               for section, body in document.items()}
     for option in OPTIONS:
+        body = document.get(option.section)
+        if isinstance(body, dict) and option.key in body:
+            _check_file_value(option, body[option.key])
         value, source = None, ""
         if option.env and env.get(option.env):
             value, source = env[option.env], option.env

@@ -25,6 +25,7 @@ __all__ = ["FORMAT", "VERSION", "Archive", "encode_archive", "write_archive", "r
 FORMAT = "rportd-tenant-archive"
 VERSION = 1
 MAX_ARCHIVE_BYTES = 4 << 30
+_COLUMN_VALUE = (str, int, float, type(None))  # what a column gives back (bool is an int)
 
 
 @dataclass
@@ -107,6 +108,10 @@ def _rows(lines: list[bytes], where: str) -> dict[str, list[Record]]:
         kind = item.get("kind") if isinstance(item, dict) else None
         if kind not in BY_KIND or not isinstance(item.get("row"), dict):
             raise _bad(where, f"a row of unknown kind {kind!r}")
+        odd = sorted(k for k, v in item["row"].items() if not isinstance(v, _COLUMN_VALUE))
+        if odd:
+            raise _bad(where, f"a {kind} row holds a list or object as {', '.join(odd)}, "
+                              "where a column holds text, a number or null")
         rows[kind].append(item["row"])
     return rows
 

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..auth.tokens import secret_id, stored_secret
 from ..config import Config, DatabaseConfig, load_config, validate_identifier
-from ..errors import TransferRefused
+from ..errors import BadRequest, TransferRefused
 from ..registry import utcnow_iso
 from ..store import Store, open_store
 from ..tenancy import normalize_tenant
+from ..tenants import check_name
 from ..wire.hostkey import derive_key_from_seed, fingerprint
 from .archive import Archive, decode_archive, read_archive, write_archive
 from .rport_import import read_api_auth_file, read_auth_tables, read_clients_auth_file, read_data_dir
@@ -94,6 +96,11 @@ def run_tenant_command(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ shared checks
+def _config(args: argparse.Namespace) -> Config:
+    """The -c file, under the setting flags given before `tenant` (flag > env > file)."""
+    return load_config(args.tenant_config, flags=getattr(args, "setting_flags", None) or {})
+
+
 def _serving(config: Config) -> bool:
     """Whether something answers on this server's agent port (a running rportd)."""
     host, _, port = config.server.address.rpartition(":")
@@ -138,6 +145,30 @@ def _check_fingerprint(config: Config, expected: str, accept: bool) -> str | Non
             "--accept-new-fingerprint and update the agents' fingerprint")
 
 
+def server_secret_id(config: Config) -> str:
+    """Which `[api] jwt_secret` this server's personal tokens are bound to; '' when none yet."""
+    secret = stored_secret(config.api.jwt_secret, config.server.data_dir)
+    return secret_id(secret) if secret else ""
+
+
+def _token_note(config: Config, archive: Archive) -> str | None:
+    """Personal tokens are bound to their owner's account through the server's jwt_secret
+    (auth/personal_tokens.py): they verify after a move only on the same secret and tenant."""
+    count = len(archive.rows.get("api_tokens", []))
+    expected = str(archive.meta.get("jwt_secret_id") or "")
+    if not count:
+        return None
+    if not config.server.multi_tenancy:
+        why = "a token is bound to its owner's tenant, and this server has no tenants"
+    elif not expected or expected != server_secret_id(config):
+        why = "this server's [api] jwt_secret is not the source's"
+    else:
+        return None
+    return (f"api_tokens: {count} personal token{'' if count == 1 else 's'} will not verify "
+            f"here: {why}; to keep them, set [api] jwt_secret to the source's before rportd "
+            "starts, else their owners create new ones")
+
+
 # One import is one transaction, and the store's deadline covers a whole transaction: a move of
 # many rows needs longer than a request does.
 TRANSFER_TIMEOUT = 900.0
@@ -160,7 +191,9 @@ def _dsn(dsn: str, timeout: float) -> DatabaseConfig:
         host = f"{url.hostname or '127.0.0.1'}:{url.port or 3306}"
         return DatabaseConfig("mysql", host, unquote(url.username or ""),
                               unquote(url.password or ""), url.path.lstrip("/"), timeout)
-    raise TransferRefused(f"--rport-db {dsn!r}: use sqlite:PATH or mysql://USER:PASS@HOST/DB")
+    scheme = dsn.partition(":")[0][:20]  # never the rest: it may hold the password
+    raise TransferRefused(f"--rport-db: {scheme!r} is not a database this reads; use "
+                          "sqlite:PATH or mysql://USER:PASS@HOST/DB")
 
 
 async def _rport_tables(args: argparse.Namespace, timeout: float) -> dict[str, list[dict[str,
@@ -200,8 +233,21 @@ async def _from_rport(args: argparse.Namespace, config: Config) -> Archive:
                                        "host_key_fingerprint": expected})
 
 
+def _check_import_name(config: Config, name: str) -> None:
+    """The names the operator API takes (tenants.check_name): an imported tenant must be one it
+    can suspend and remove, and fit the tenant columns. Exports take any name, to move out what
+    an operator's own tables named."""
+    if not config.server.multi_tenancy:
+        return
+    try:
+        check_name(name, dns_label=bool(config.api.tenant_domain))
+    except BadRequest as exc:
+        raise TransferRefused(f"--tenant {name[:60]!r}: {exc.detail}; nothing was changed") from None
+
+
 async def _import(args: argparse.Namespace) -> int:
-    config = load_config(args.tenant_config)
+    config = _config(args)
+    _check_import_name(config, args.tenant)
     if not args.dry_run:
         _refuse_if_running(config, "importing")
     archive = (await asyncio.to_thread(read_archive, Path(args.from_export))
@@ -216,7 +262,8 @@ async def _import(args: argparse.Namespace) -> int:
         plan = await _planned(store, config, archive, args, refusal)
     finally:
         await store.close()
-    for note in plan.notes:
+    token_note = _token_note(config, archive)
+    for note in [*plan.notes, *([token_note] if token_note else [])]:
         _say(f"note: {note}")
     if refusal:  # a dry run: everything else would move
         raise TransferRefused(f"dry run: the import would be refused; it would move "
@@ -242,7 +289,7 @@ async def _planned(store: Store, config: Config, archive: Archive, args: argpars
 
 # ------------------------------------------------------------------ export
 async def _export(args: argparse.Namespace) -> int:
-    config = load_config(args.tenant_config)
+    config = _config(args)
     if args.then_delete:
         _refuse_if_running(config, "deleting a tenant")
     store = await _opened(config)
@@ -254,7 +301,8 @@ async def _export(args: argparse.Namespace) -> int:
         if args.hash_plaintext:
             await hash_plaintext_rows(archive)
         archive.meta.update(created_at=utcnow_iso(), rportd_version=__version__,
-                            source="rportd", host_key_fingerprint=server_fingerprint(config))
+                            source="rportd", host_key_fingerprint=server_fingerprint(config),
+                            jwt_secret_id=server_secret_id(config))
         out = Path(args.out)
         checksum = await asyncio.to_thread(write_archive, out, archive)
         _say(f"wrote {out} (sha256 {checksum}): " + ", ".join(

@@ -8,8 +8,10 @@ are written atomically (a rename) by `finish()`, after the commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,9 +104,15 @@ class TablePlace(Place):
     async def read_tenant(self, tx: Transaction, tenant: str) -> list[Record]:
         if not self._scoped:
             return [rec for _, rec in self._records(await tx.fetchall(self._select()))]
-        sql = f"{self._select()} WHERE {self._q(self.spec.tenant_column)} = ?"
+        sql = f"{self._select()} WHERE {self._tenant_value()} = ?"
         found = self._records(await tx.fetchall(sql, (tenant,)))
         return [rec for owner, rec in found if owner == tenant]  # exact, whatever the collation
+
+    def _tenant_value(self) -> str:
+        """rportd writes its own tables' tenant values normalised; an operator's tool may write
+        ' J ', which rportd reads as tenant J (`normalize_tenant`), as tenant_admin deletes it."""
+        column = self._q(self.spec.tenant_column)
+        return f"TRIM({column})" if self.spec.operators else column
 
     def _key(self, row: Record) -> tuple[Any, ...]:
         return tuple(row.get(k) for k in self.spec.keys)
@@ -125,7 +133,7 @@ class TablePlace(Place):
         where = [f"{self._q(k)} = ?" for k in self.spec.keys]
         params: list[Any] = [row.get(k) for k in self.spec.keys]
         if self._scoped and not self.spec.global_keys:
-            where.append(f"{self._q(self.spec.tenant_column)} = ?")
+            where.append(f"{self._tenant_value()} = ?")
             params.append(tenant)
         sql = self._select() + (" WHERE " + " AND ".join(where) if where else "")
         found = self._records(await tx.fetchall(sql, params))
@@ -149,20 +157,26 @@ class TablePlace(Place):
         table = self._q(self._table)
         if not self._scoped:
             return await tx.execute(f"DELETE FROM {table}")
-        column = self._q(self.spec.tenant_column)
-        return await tx.execute(f"DELETE FROM {table} WHERE {column} = ? AND "
-                                f"{exact_equals(self._store, column)}", (tenant, tenant))
+        value = self._tenant_value()
+        return await tx.execute(f"DELETE FROM {table} WHERE {value} = ? AND "
+                                f"{exact_equals(self._store, value)}", (tenant, tenant))
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (a rename), mode 0600, synced before the rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write `data` to `path` atomically (a rename), mode 0600, synced before the rename. The
+    temporary file is a new one of a fresh name (O_EXCL): a symlink planted beside `path` in a
+    shared directory never receives the data."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class _JsonFile:
