@@ -11,7 +11,7 @@ from aiohttp import web
 from ..errors import BadRequest, RportdError
 from .context import CONTEXT
 
-__all__ = ["bounded_body", "json_object", "json_depth", "MAX_JSON_DEPTH", "RequestTimeout",
+__all__ = ["bounded_body", "read_json", "json_object", "json_depth", "MAX_JSON_DEPTH", "RequestTimeout",
            "UnsupportedMediaType", "ACCEPTED_TYPES"]
 
 log = logging.getLogger("rportd.api")
@@ -87,6 +87,16 @@ async def bounded_body(request: web.Request, handler: Handler) -> web.StreamResp
             raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels",
                              code="ERR_CODE_INVALID_JSON")
     return await handler(request)
+
+
+async def read_json(request: web.Request) -> object:
+    """The body's JSON, whatever its type; BadRequest when there is none or it is not JSON."""
+    if not request.body_exists:
+        raise BadRequest("missing body with JSON data", code="ERR_CODE_INVALID_JSON")
+    try:
+        return await request.json()
+    except ValueError:
+        raise BadRequest("the body is not valid JSON", code="ERR_CODE_INVALID_JSON") from None
 
 
 async def json_object(request: web.Request, shape: str) -> dict[str, object]:

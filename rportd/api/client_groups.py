@@ -9,20 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from ..client_groups import ClientGroup, parse_group
-from ..errors import BadRequest
 from .auth import CALLER
+from .bodies import read_json
 from .context import CONTEXT
 
 __all__ = ["list_groups", "create_group", "get_group", "put_group", "delete_group"]
-
-
-async def _body(request: web.Request) -> Any:
-    if not request.body_exists:
-        raise BadRequest("missing body with JSON data", code="ERR_CODE_INVALID_JSON")
-    try:
-        return await request.json()
-    except ValueError:
-        raise BadRequest("the body is not valid JSON", code="ERR_CODE_INVALID_JSON") from None
 
 
 async def _one_json(request: web.Request, group: ClientGroup) -> dict[str, Any]:
@@ -37,7 +28,7 @@ async def list_groups(request: web.Request) -> web.Response:
 
 
 async def create_group(request: web.Request) -> web.Response:
-    group = parse_group(await _body(request))
+    group = parse_group(await read_json(request))
     await request.app[CONTEXT].groups.create(request[CALLER].scope, group)
     return web.json_response({"data": await _one_json(request, group)}, status=201)
 
@@ -50,7 +41,7 @@ async def get_group(request: web.Request) -> web.Response:
 
 async def put_group(request: web.Request) -> web.Response:
     """rport's PUT: replaces the group, or creates it; 204 either way."""
-    group = parse_group(await _body(request), path_id=request.match_info["id"])
+    group = parse_group(await read_json(request), path_id=request.match_info["id"])
     await request.app[CONTEXT].groups.save(request[CALLER].scope, group)
     return web.Response(status=204)
 

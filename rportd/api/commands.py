@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
+from ..errors import NotFound
 from ..jobs import JobService
 from .auth import CALLER
+from .bodies import read_json
 from .context import CONTEXT
 from .job_requests import CommandRequest, parse_command, parse_script, resolve_targets
 
 __all__ = ["post_client_command", "list_client_commands", "get_client_command",
            "post_multi_command", "list_multi_commands", "get_multi_command",
-           "post_client_script", "post_multi_script", "read_json", "job_service"]
+           "post_client_script", "post_multi_script", "job_service"]
 
 
 def job_service(request: web.Request) -> JobService:
@@ -23,15 +24,6 @@ def job_service(request: web.Request) -> JobService:
     if jobs is None:
         raise NotFound("remote commands are not available", code="ERR_CODE_NOT_FOUND")
     return jobs
-
-
-async def read_json(request: web.Request) -> object:
-    if not request.body_exists:
-        raise BadRequest("missing body with JSON data", code="ERR_CODE_INVALID_JSON")
-    try:
-        return await request.json()
-    except ValueError:
-        raise BadRequest("the body is not valid JSON", code="ERR_CODE_INVALID_JSON") from None
 
 
 def _jid(data: dict[str, object]) -> web.Response:
