@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rportd"
 _BASE = {"__init__", "errors"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "config": {"errors"},
+    "settings": set(),
+    "config": {"errors", "settings"},
     "logs": {"errors"},
     "preflight": {"config", "errors"},
     "store": {"config", "errors"},
