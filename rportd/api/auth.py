@@ -10,6 +10,7 @@ pass to the registry and the credential store; a handler never builds a scope it
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..auth.passwords import hash_password
 from ..auth.personal_tokens import PersonalToken, PersonalTokens, is_personal
 from ..auth.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, TokenClaims, TokenIssuer
 from ..auth.users import User, UserSource
@@ -27,7 +29,7 @@ from ..tenancy import Scope
 from .operator import HOST_TENANT, OPERATOR
 
 __all__ = ["Caller", "Authenticator", "CALLER", "AUTHENTICATOR", "LOGIN_CHECK", "auth_middleware",
-           "login_get", "login_post", "login_delete"]
+           "login_get", "login_post", "login_delete", "hash_new_password"]
 
 log = logging.getLogger("rportd.api")
 
@@ -231,3 +233,12 @@ async def login_delete(request: web.Request) -> web.Response:
         raise BadRequest("send the token to revoke as Authorization: Bearer <token>")
     await request.app[AUTHENTICATOR].tokens.revoke(caller.token)
     return web.Response(status=204)
+
+
+async def hash_new_password(request: web.Request, password: str) -> str:
+    """A password to store (credentials, users, a tenant's first admin), hashed off the loop: on
+    the API's bounded password pool when there is one."""
+    users = request.app[AUTHENTICATOR].users
+    if users is None:
+        return await asyncio.to_thread(hash_password, password)
+    return await users.gate.pool.hash(password)

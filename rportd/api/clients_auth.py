@@ -9,18 +9,16 @@ own namespace; `J` and `j` get different tags even on case-insensitive tables.""
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from aiohttp import web
 
-from ..auth.passwords import check_new_password, hash_password
+from ..auth.passwords import check_new_password
 from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
-from ..store.base import Transaction
 from ..tenancy import Scope, tenant_tag
-from .auth import AUTHENTICATOR, CALLER
+from .auth import CALLER, hash_new_password
 from .context import CONTEXT
-from .tenants import TENANT_SERVICES
+from .tenants import rows_quota
 
 __all__ = ["list_credentials", "create_credential", "delete_credential"]
 
@@ -69,13 +67,6 @@ async def _new_credential(request: web.Request) -> tuple[str, str]:
     return auth_id, password
 
 
-async def _hash(request: web.Request, password: str) -> str:
-    users = request.app[AUTHENTICATOR].users
-    if users is None:
-        return await asyncio.to_thread(hash_password, password)
-    return await users.gate.pool.hash(password)
-
-
 async def create_credential(request: web.Request) -> web.Response:
     _writable(request)
     caller = request[CALLER]
@@ -84,16 +75,12 @@ async def create_credential(request: web.Request) -> web.Response:
                         code="ERR_CODE_NO_TENANT")
     auth_id, password = await _new_credential(request)
     stored_id = _stored_id(auth_id, caller.scope)
-    stored = await _hash(request, password)
+    stored = await hash_new_password(request, password)
     auth = request.app[CONTEXT].client_auth
     assert auth is not None
-    tenant, quotas = caller.scope.tenant or "", request.app[TENANT_SERVICES].quotas
-
-    async def within_quota(tx: Transaction) -> None:
-        await quotas.check_rows(tx, tenant, "credentials")
-
+    tenant = caller.scope.tenant or ""
     # Under multi-tenancy a conflict can only be with the caller's own namespace.
-    if not await auth.create(stored_id, stored, tenant, within_quota):
+    if not await auth.create(stored_id, stored, tenant, rows_quota(request, tenant, "credentials")):
         raise Conflict(f"client auth id {stored_id!r} already exists",
                        code="ERR_CODE_ALREADY_EXIST")
     return web.json_response({"data": {"id": stored_id}}, status=201)

@@ -13,9 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ..auth.clients import Guard
 from ..auth.passwords import check_new_password
 from ..errors import BadRequest, Conflict, MethodNotAllowed, NotFound
 from ..quotas import QuotaService, TenantSuspended
+from ..store.base import Transaction
 from ..tenant_admin import Install, install_tenant, remove_tenant
 from ..tenants import (
     QUOTA_KINDS,
@@ -26,12 +28,12 @@ from ..tenants import (
     check_name,
     parse_quotas,
 )
-from .auth import AUTHENTICATOR, CALLER, Caller
+from .auth import CALLER, Caller, hash_new_password
 from .context import CONTEXT
 
 __all__ = ["TenantServices", "TENANT_SERVICES", "list_tenants", "create_tenant", "get_tenant",
            "patch_tenant", "delete_tenant", "install", "operator_status", "metrics",
-           "suspended_gate", "refuse_suspended"]
+           "suspended_gate", "refuse_suspended", "rows_quota"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _USERNAME_MAX = 150  # users.username is VARCHAR(150)
@@ -256,9 +258,7 @@ async def install(request: web.Request) -> web.Response:
     body = await _body(request)
     name, username, password = _install_body(request, body)
     quotas = parse_quotas(body.get("quotas", {}))
-    users = request.app[AUTHENTICATOR].users
-    assert users is not None
-    stored = await users.gate.pool.hash(password)
+    stored = await hash_new_password(request, password)
     await install_tenant(_services(request).tables, config.api.auth_user_table,
                          config.api.auth_group_table,
                          Install(name, username, stored, quotas))
@@ -317,3 +317,14 @@ async def metrics(request: web.Request) -> web.Response:
               "# TYPE rportd_tenants gauge", f"rportd_tenants {len(tenants)}"]
     return web.Response(body=("\n".join(lines) + "\n").encode(), headers={
         "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def rows_quota(request: web.Request, tenant: str, kind: str) -> Guard:
+    """The guard an inserting transaction runs first: QuotaExceeded (403) when the tenant's rows
+    of `kind` ("credentials", "users") already fill its quota."""
+    quotas = request.app[TENANT_SERVICES].quotas
+
+    async def within_quota(tx: Transaction) -> None:
+        await quotas.check_rows(tx, tenant, kind)
+
+    return within_quota

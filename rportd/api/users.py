@@ -12,21 +12,19 @@ what the token may do, never its owner's whole account).
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from aiohttp import web
 
-from ..auth.passwords import check_new_password, hash_password
+from ..auth.passwords import check_new_password
 from ..auth.permissions import Grants
 from ..auth.user_admin import UserAdmin, UserRecord
 from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
-from ..store.base import Transaction
 from ..tenancy import Scope, same_identity, tenant_tag
-from .auth import AUTHENTICATOR, CALLER
+from .auth import AUTHENTICATOR, CALLER, hash_new_password
 from .authorize import GRANTS, held
 from .bodies import json_object
-from .tenants import TENANT_SERVICES
+from .tenants import rows_quota
 
 __all__ = ["USER_ADMIN", "list_users", "create_user", "update_user", "delete_user",
            "check_groups", "GROUP_NAME", "stored_username"]
@@ -87,13 +85,6 @@ async def check_groups(request: web.Request, groups: tuple[str, ...]) -> None:
                         code="ERR_CODE_EXCEEDS_OWN_PERMISSIONS")
 
 
-async def _hash(request: web.Request, password: str) -> str:
-    users = request.app[AUTHENTICATOR].users
-    if users is None:
-        return await asyncio.to_thread(hash_password, password)
-    return await users.gate.pool.hash(password)
-
-
 async def list_users(request: web.Request) -> web.Response:
     admin, scope = request.app[USER_ADMIN], request[CALLER].scope
     if admin is not None:
@@ -117,13 +108,9 @@ async def create_user(request: web.Request) -> web.Response:
     password, groups = _password(body.get("password")), _groups(body.get("groups", []))
     stored = stored_username(name, caller.scope)
     await check_groups(request, groups)
-    tenant, quotas = caller.scope.tenant or "", request.app[TENANT_SERVICES].quotas
-
-    async def within_quota(tx: Transaction) -> None:
-        await quotas.check_rows(tx, tenant, "users")
-
-    if not await admin.create(stored, await _hash(request, password), tenant, groups,
-                              within_quota):
+    tenant = caller.scope.tenant or ""
+    if not await admin.create(stored, await hash_new_password(request, password), tenant, groups,
+                              rows_quota(request, tenant, "users")):
         raise Conflict(f"user {stored!r} already exists", code="ERR_CODE_ALREADY_EXIST")
     return web.json_response({"data": {"username": stored, "groups": list(groups)}},
                              status=201)
@@ -151,7 +138,7 @@ async def update_user(request: web.Request) -> web.Response:
     user = await _target(request, admin)
     if groups is not None:
         await check_groups(request, groups)
-    stored = await _hash(request, password) if password is not None else None
+    stored = await hash_new_password(request, password) if password is not None else None
     await admin.update(user, stored, groups)
     return web.Response(status=204)
 
